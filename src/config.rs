@@ -1,0 +1,169 @@
+//! The config file: one rule per line, each line a command line for the same parser.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::cli::{build_rule, parse_line, Error, ProcessDraft, RuleDraft};
+use crate::rule::Rule;
+
+/// What a config file holds.
+pub(crate) struct File {
+    /// Rules in written order.
+    pub(crate) rules: Vec<Rule>,
+    /// Process options written on lines of their own.
+    pub(crate) process: ProcessDraft,
+}
+
+/// Reads and parses `path`; `defaults` are the rule options given on the command line.
+pub(crate) fn load(path: &Path, defaults: &RuleDraft) -> Result<File, Error> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::File {
+        path: shown.clone(),
+        reason: crate::reason(&e),
+    })?;
+    parse(&text, &shown, defaults)
+}
+
+/// Parses a config file's text; `path` is used in messages only.
+pub(crate) fn parse(text: &str, path: &str, defaults: &RuleDraft) -> Result<File, Error> {
+    let mut file = File {
+        rules: Vec::new(),
+        process: ProcessDraft::default(),
+    };
+    for (index, raw) in text.lines().enumerate() {
+        let at = |message: String| Error::Line {
+            path: path.to_string(),
+            line: index + 1,
+            message,
+        };
+        let tokens = split(raw).map_err(|m| at(m.to_string()))?;
+        if tokens.is_empty() {
+            continue;
+        }
+        let line = parse_line(tokens.into_iter().map(OsString::from).collect()).map_err(at)?;
+        if line.help || line.version || line.check || line.config.is_some() {
+            return Err(at(
+                "--help, --version, --check and --config belong on the command line".into(),
+            ));
+        }
+        let has_rule = line.rule.listen.is_some() || !line.rule.targets.is_empty();
+        match (has_rule, line.process.is_empty()) {
+            (true, true) => file
+                .rules
+                .push(build_rule(&line.rule, defaults).map_err(at)?),
+            (false, false) if line.rule == RuleDraft::default() => {
+                // A later line wins over an earlier one.
+                file.process = line.process.or(&file.process);
+            }
+            (false, _) => return Err(at("missing LISTEN address".into())),
+            (true, false) => return Err(at("--stats, -v and -q go on a line of their own".into())),
+        }
+    }
+    if file.rules.is_empty() {
+        return Err(Error::Line {
+            path: path.to_string(),
+            line: 0,
+            message: "no rule in the file".into(),
+        });
+    }
+    Ok(file)
+}
+
+/// Splits a line into tokens: whitespace separates, `#` at the start of a token comments out
+/// the rest, double quotes group, with `\"` and `\\` inside quotes.
+pub(crate) fn split(line: &str) -> Result<Vec<String>, &'static str> {
+    let mut tokens = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        match chars.peek() {
+            None | Some('#') => return Ok(tokens),
+            Some(_) => {}
+        }
+        let mut token = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+            if c != '"' {
+                token.push(c);
+                continue;
+            }
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated quote"),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c @ ('"' | '\\')) => token.push(c),
+                        _ => return Err("inside quotes, a backslash escapes only \" or \\"),
+                    },
+                    Some(c) => token.push(c),
+                }
+            }
+        }
+        tokens.push(token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn tokens_comments_and_quotes() {
+        assert_eq!(split("  a  b\tc ").unwrap(), ["a", "b", "c"]);
+        assert_eq!(split("a # b c").unwrap(), ["a"]);
+        assert_eq!(split("# all comment").unwrap(), Vec::<String>::new());
+        assert_eq!(split("a#b").unwrap(), ["a#b"]);
+        assert_eq!(
+            split(r#"--auth "al ice:p\"w\\d""#).unwrap(),
+            ["--auth", r#"al ice:p"w\d"#]
+        );
+        assert_eq!(split(r#""""#).unwrap(), [""]);
+        assert!(split(r#""open"#).is_err());
+        assert!(split(r#""\n""#).is_err());
+    }
+
+    #[test]
+    fn rules_defaults_and_process_lines() {
+        let text =
+            "# tcpfwd.conf\n--stats 127.0.0.1:9100\n\n:8080 a:80 b:80,backup --idle-timeout 5m\n\
+                    --connect 127.0.0.1:3128 --auth \"alice:se cret\"\n";
+        let defaults = crate::cli::parse_line(vec!["--idle-timeout".into(), "7s".into()])
+            .unwrap()
+            .rule;
+        let file = parse(text, "t.conf", &defaults).unwrap();
+        assert_eq!(file.rules.len(), 2);
+        assert_eq!(
+            file.rules[0].options.idle_timeout,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            file.rules[1].options.idle_timeout,
+            Some(Duration::from_secs(7))
+        );
+        assert!(file.process.stats.is_some());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let d = RuleDraft::default();
+        let err = |text: &str| parse(text, "t.conf", &d).err().map(|e| e.to_string());
+        assert_eq!(
+            err(":1 a:1\n\n:2 a:1 --foo\n").as_deref(),
+            Some("t.conf:3: unknown option --foo")
+        );
+        assert_eq!(
+            err(":1 a:1 \"x\n").as_deref(),
+            Some("t.conf:1: unterminated quote")
+        );
+        assert!(err(":1 a:1 --stats 127.0.0.1:1\n")
+            .unwrap()
+            .starts_with("t.conf:1: --stats"));
+        assert!(err("--idle-timeout 5s\n")
+            .unwrap()
+            .starts_with("t.conf:1: missing LISTEN"));
+        assert!(err("# nothing\n").unwrap().contains("no rule"));
+        assert!(err(":1 a:1\n--config x\n")
+            .unwrap()
+            .starts_with("t.conf:2:"));
+    }
+}

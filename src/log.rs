@@ -1,0 +1,234 @@
+//! Logging on stderr: one `key=value` line per finished connection, plus start-up and trouble.
+
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use crate::rule::Verbosity;
+
+static LEVEL: AtomicU8 = AtomicU8::new(1);
+
+/// Sets the process-wide verbosity.
+pub fn set_verbosity(v: Verbosity) {
+    LEVEL.store(v as u8, Ordering::Relaxed);
+}
+
+fn enabled(v: Verbosity) -> bool {
+    LEVEL.load(Ordering::Relaxed) >= v as u8
+}
+
+/// Why a connection ended: the `end=` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The client ended its output first (a clean end).
+    ClientEof,
+    /// The target ended its output first (a clean end).
+    TargetEof,
+    /// The client reset the connection or failed.
+    ClientReset,
+    /// The target reset the connection or failed.
+    TargetReset,
+    /// Neither direction moved a byte for `--idle-timeout`.
+    IdleTimeout,
+    /// One direction ended and the other was quiet for `--fin-timeout`.
+    FinTimeout,
+    /// Every connect attempt was refused (or the name did not resolve).
+    ConnectRefused,
+    /// A connect attempt ran out of time.
+    ConnectTimeout,
+    /// No target could be tried (all full).
+    NoTarget,
+    /// The client address is not allowed.
+    Denied,
+    /// CONNECT credentials missing or wrong.
+    AuthFailed,
+    /// A malformed CONNECT head or PROXY header.
+    BadRequest,
+    /// Anything else (e.g. a thread could not be started).
+    Error,
+}
+
+impl End {
+    /// The word written after `end=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::ClientEof => "client-eof",
+            End::TargetEof => "target-eof",
+            End::ClientReset => "client-reset",
+            End::TargetReset => "target-reset",
+            End::IdleTimeout => "idle-timeout",
+            End::FinTimeout => "fin-timeout",
+            End::ConnectRefused => "connect-refused",
+            End::ConnectTimeout => "connect-timeout",
+            End::NoTarget => "no-target",
+            End::Denied => "denied",
+            End::AuthFailed => "auth-failed",
+            End::BadRequest => "bad-request",
+            End::Error => "error",
+        }
+    }
+
+    /// Every end, for metrics.
+    pub const ALL: [End; 13] = [
+        End::ClientEof,
+        End::TargetEof,
+        End::ClientReset,
+        End::TargetReset,
+        End::IdleTimeout,
+        End::FinTimeout,
+        End::ConnectRefused,
+        End::ConnectTimeout,
+        End::NoTarget,
+        End::Denied,
+        End::AuthFailed,
+        End::BadRequest,
+        End::Error,
+    ];
+
+    /// A clean end is not a problem: `-q` leaves it out.
+    pub fn is_clean(self) -> bool {
+        matches!(self, End::ClientEof | End::TargetEof)
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the per-connection line says.
+pub struct Record<'a> {
+    /// The client's address (as carried by a PROXY header, if accepted).
+    pub client: SocketAddr,
+    /// The rule's listen address as written.
+    pub listen: &'a str,
+    /// The address actually connected, if any.
+    pub target: Option<SocketAddr>,
+    /// Bytes client → target.
+    pub up: u64,
+    /// Bytes target → client.
+    pub down: u64,
+    /// Time from accept to end.
+    pub duration: Duration,
+    /// Why it ended.
+    pub end: End,
+    /// The user name tried, for CONNECT authentication failures.
+    pub user: Option<&'a str>,
+}
+
+impl fmt::Display for Record<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "client={} listen={} target=", self.client, self.listen)?;
+        match self.target {
+            Some(t) => write!(f, "{t}")?,
+            None => write!(f, "-")?,
+        }
+        let ms = self.duration.as_millis();
+        write!(
+            f,
+            " up={} down={} dur={}.{:03} end={}",
+            self.up,
+            self.down,
+            ms / 1000,
+            ms % 1000,
+            self.end
+        )?;
+        if let Some(user) = self.user {
+            write!(f, " user={}", Escaped(user))?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps a client-supplied value on one line and free of spaces.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_ascii_graphic() && c != '\\' {
+                write!(f, "{c}")?;
+            } else {
+                write!(f, "{}", c.escape_unicode())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Logs a finished connection (only problems with `-q`).
+pub fn connection(record: &Record) {
+    if enabled(Verbosity::Normal) || !record.end.is_clean() {
+        line(format_args!("{record}"));
+    }
+}
+
+/// Start-up information (left out with `-q`).
+pub fn info(args: fmt::Arguments) {
+    if enabled(Verbosity::Normal) {
+        line(args);
+    }
+}
+
+/// Detail for `-v` only.
+pub fn detail(args: fmt::Arguments) {
+    if enabled(Verbosity::Verbose) {
+        line(args);
+    }
+}
+
+/// A problem: always logged.
+pub fn problem(args: fmt::Arguments) {
+    line(args);
+}
+
+fn line(args: fmt::Arguments) {
+    // One write per line under the lock, so lines from many threads never interleave.
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{args}");
+}
+
+/// Logs a recurring trouble once per burst: the first time, then not again until it cleared.
+#[derive(Default)]
+pub struct Burst(AtomicBool);
+
+impl Burst {
+    /// Logs `args` as a problem if this is the start of a burst.
+    pub fn problem(&self, args: fmt::Arguments) {
+        if !self.0.swap(true, Ordering::Relaxed) {
+            problem(args);
+        }
+    }
+
+    /// The trouble has cleared: the next occurrence is logged again.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_format() {
+        let record = Record {
+            client: "127.0.0.2:40000".parse().unwrap(),
+            listen: ":8080",
+            target: None,
+            up: 12,
+            down: 3456,
+            duration: Duration::from_millis(1234),
+            end: End::AuthFailed,
+            user: Some("mal lory"),
+        };
+        assert_eq!(
+            record.to_string(),
+            "client=127.0.0.2:40000 listen=:8080 target=- up=12 down=3456 dur=1.234 \
+             end=auth-failed user=mal\\u{20}lory"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! Counters kept per rule, for the log and for `--stats`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::log::End;
+
+/// A 64-bit counter that works on 32-bit targets without 64-bit atomics.
+#[derive(Default)]
+pub struct Counter(Mutex<u64>);
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        // A poisoned lock still holds a valid number: keep counting.
+        let mut value = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *value = value.wrapping_add(n);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Everything counted for one rule.
+#[derive(Default)]
+pub struct RuleStats {
+    /// Client connections open now.
+    pub active: AtomicUsize,
+    /// Finished connections, by `end=` (indexed like [`End::ALL`]).
+    pub ends: [Counter; End::ALL.len()],
+    /// Bytes client → target.
+    pub up: Counter,
+    /// Bytes target → client.
+    pub down: Counter,
+    /// Times the listener stopped accepting because `--max-conns` was reached.
+    pub accept_paused: Counter,
+    /// Failed `accept()` calls.
+    pub accept_errors: Counter,
+}
+
+impl RuleStats {
+    /// Counts a finished connection.
+    pub fn finished(&self, end: End, up: u64, down: u64) {
+        if let Some(i) = End::ALL.iter().position(|e| *e == end) {
+            self.ends[i].add(1);
+        }
+        self.up.add(up);
+        self.down.add(down);
+    }
+
+    /// Finished connections that ended with `end`.
+    pub fn ended(&self, end: End) -> u64 {
+        End::ALL
+            .iter()
+            .position(|e| *e == end)
+            .map_or(0, |i| self.ends[i].get())
+    }
+
+    /// A connection started.
+    pub fn opened(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection ended.
+    pub fn closed(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

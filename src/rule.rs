@@ -1,0 +1,348 @@
+//! The typed form of a rule: what the command line or a config line means, parsed once.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::addr::{Acl, HostPort, ListenAddr};
+use crate::units::{ShowDuration, ShowSize};
+
+/// Copy buffer per direction: 16 KiB matched 64 KiB on throughput and CPU, and stays below
+/// malloc's mmap threshold (NOTES.md).
+pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
+
+/// One listener and what to do with each connection it accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Where to listen, as written (also the `rule` label in logs and metrics).
+    pub listen: ListenAddr,
+    /// Forward to targets, or act as an HTTP CONNECT proxy.
+    pub mode: Mode,
+    /// Options common to both modes.
+    pub options: Options,
+}
+
+/// What a rule does with an accepted connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward to one of a list of targets.
+    Forward(Forward),
+    /// Tunnel to the destination an HTTP CONNECT request names.
+    Connect(ConnectPolicy),
+}
+
+/// A target list and how to choose among it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// Targets in written order (never empty).
+    pub targets: Vec<Target>,
+    /// How the next target is chosen.
+    pub balance: Balance,
+    /// Active and passive health checking.
+    pub health: Health,
+}
+
+/// One target with its flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Where to connect; a name is resolved at every connect.
+    pub addr: HostPort,
+    /// Relative share of connections, 1..=1000.
+    pub weight: u32,
+    /// At most this many connections at once to this target.
+    pub max_conns: Option<usize>,
+    /// Used only when every non-backup target is down or failed.
+    pub backup: bool,
+}
+
+/// Load-balancing policy (`--balance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round-robin.
+    RoundRobin,
+    /// Fewest open connections per unit of weight.
+    LeastConn,
+    /// Weighted rendezvous hashing of the client address.
+    SourceHash,
+    /// The first target in written order that is up.
+    First,
+}
+
+impl Balance {
+    /// Parses a policy name.
+    pub fn parse(text: &str) -> Result<Balance, String> {
+        match text {
+            "round-robin" => Ok(Balance::RoundRobin),
+            "least-conn" => Ok(Balance::LeastConn),
+            "source-hash" => Ok(Balance::SourceHash),
+            "first" => Ok(Balance::First),
+            _ => Err(format!(
+                "'{text}' is not a policy (round-robin, least-conn, source-hash, first)"
+            )),
+        }
+    }
+
+    /// The policy's name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastConn => "least-conn",
+            Balance::SourceHash => "source-hash",
+            Balance::First => "first",
+        }
+    }
+}
+
+/// Health checking of a target list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Active TCP-connect probes at this interval; `None` = off.
+    pub interval: Option<Duration>,
+    /// Consecutive failed connects that mark a target down (passive health).
+    pub down_after: u32,
+    /// How long a target marked down by failed connects is skipped.
+    pub down_for: Duration,
+}
+
+/// The rules of an HTTP CONNECT proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectPolicy {
+    /// Ports clients may tunnel to.
+    pub ports: Ports,
+    /// Filter on the resolved destination address.
+    pub destinations: Acl,
+    /// Accepted `USER:PASS` pairs; empty = no authentication.
+    pub users: Vec<Credential>,
+}
+
+/// `--connect-ports`: a list, or any port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ports {
+    /// Every port.
+    Any,
+    /// Only these.
+    Only(Vec<u16>),
+}
+
+impl Ports {
+    /// Whether a tunnel to `port` is allowed.
+    pub fn allows(&self, port: u16) -> bool {
+        match self {
+            Ports::Any => true,
+            Ports::Only(list) => list.contains(&port),
+        }
+    }
+}
+
+/// A `USER:PASS` pair for `--auth`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// User name.
+    pub user: String,
+    /// Password (shown as `***`).
+    pub password: String,
+}
+
+/// PROXY protocol version to send to targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// Text header.
+    V1,
+    /// Binary header.
+    V2,
+}
+
+/// Options common to forwarding and CONNECT rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Budget for connecting to one target, over all its addresses.
+    pub connect_timeout: Duration,
+    /// Close when neither direction moved a byte for this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// Once one direction ended, close when the other is quiet this long; `None` = never.
+    pub fin_timeout: Option<Duration>,
+    /// TCP keepalive idle time; `None` = off.
+    pub keepalive: Option<Duration>,
+    /// Client connections at once on this rule.
+    pub max_conns: usize,
+    /// Client address filter.
+    pub clients: Acl,
+    /// Copy buffer per direction, bytes.
+    pub buffer_size: usize,
+    /// At most this many bytes per send (with TCP_NODELAY).
+    pub segment_size: Option<usize>,
+    /// TCP_MAXSEG on the listening socket.
+    pub mss: Option<u32>,
+    /// Leave Nagle's algorithm on.
+    pub nagle: bool,
+    /// Send a PROXY protocol header to the target.
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// Expect a PROXY protocol header from each client.
+    pub accept_proxy: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            fin_timeout: Some(Duration::from_secs(60)),
+            keepalive: Some(Duration::from_secs(60)),
+            max_conns: 1024,
+            clients: Acl::default(),
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            segment_size: None,
+            mss: None,
+            nagle: false,
+            proxy_protocol: None,
+            accept_proxy: false,
+        }
+    }
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            interval: None,
+            down_after: 1,
+            down_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How much is logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Problems only.
+    Quiet,
+    /// One line per connection, start-up and problems.
+    #[default]
+    Normal,
+    /// Everything, including each failover step.
+    Verbose,
+}
+
+/// Options of the whole process rather than of one rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Process {
+    /// Where to serve Prometheus metrics.
+    pub stats: Option<HostPort>,
+    /// Logging level.
+    pub verbosity: Verbosity,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.addr)?;
+        if self.weight != 1 {
+            write!(f, ",weight={}", self.weight)?;
+        }
+        if let Some(n) = self.max_conns {
+            write!(f, ",max-conns={n}")?;
+        }
+        if self.backup {
+            write!(f, ",backup")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes ` --name VALUE` with `0` for "never".
+fn show_timeout(f: &mut fmt::Formatter, name: &str, value: Option<Duration>) -> fmt::Result {
+    match value {
+        Some(d) => write!(f, " --{name} {}", ShowDuration(d)),
+        None => write!(f, " --{name} 0"),
+    }
+}
+
+/// The normalised one-line form printed by `--check`: it reads back as a command line
+/// (except passwords, shown as `***`).
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.mode {
+            Mode::Forward(fw) => {
+                write!(f, "{}", self.listen)?;
+                for target in &fw.targets {
+                    write!(f, " {target}")?;
+                }
+                write!(f, " --balance {}", fw.balance.name())?;
+                show_timeout(f, "health-interval", fw.health.interval)?;
+                write!(f, " --down-after {}", fw.health.down_after)?;
+                write!(f, " --down-for {}", ShowDuration(fw.health.down_for))?;
+            }
+            Mode::Connect(policy) => {
+                write!(f, "--connect {}", self.listen)?;
+                match &policy.ports {
+                    Ports::Any => write!(f, " --connect-ports any")?,
+                    Ports::Only(list) => {
+                        let list: Vec<String> = list.iter().map(u16::to_string).collect();
+                        write!(f, " --connect-ports {}", list.join(","))?;
+                    }
+                }
+                show_acl(f, "connect-", &policy.destinations)?;
+                for cred in &policy.users {
+                    write!(f, " --auth {}:***", cred.user)?;
+                }
+            }
+        }
+        self.options.fmt(f)
+    }
+}
+
+fn show_acl(f: &mut fmt::Formatter, prefix: &str, acl: &Acl) -> fmt::Result {
+    for cidr in &acl.allow {
+        write!(f, " --{prefix}allow {cidr}")?;
+    }
+    for cidr in &acl.deny {
+        write!(f, " --{prefix}deny {cidr}")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            " --connect-timeout {}",
+            ShowDuration(self.connect_timeout)
+        )?;
+        show_timeout(f, "idle-timeout", self.idle_timeout)?;
+        show_timeout(f, "fin-timeout", self.fin_timeout)?;
+        show_timeout(f, "keepalive", self.keepalive)?;
+        write!(f, " --max-conns {}", self.max_conns)?;
+        show_acl(f, "", &self.clients)?;
+        write!(f, " --buffer-size {}", ShowSize(self.buffer_size))?;
+        if let Some(size) = self.segment_size {
+            write!(f, " --segment-size {}", ShowSize(size))?;
+        }
+        if let Some(mss) = self.mss {
+            write!(f, " --mss {mss}")?;
+        }
+        if self.nagle {
+            write!(f, " --nagle")?;
+        }
+        match self.proxy_protocol {
+            Some(ProxyVersion::V1) => write!(f, " --proxy-protocol v1")?,
+            Some(ProxyVersion::V2) => write!(f, " --proxy-protocol v2")?,
+            None => {}
+        }
+        if self.accept_proxy {
+            write!(f, " --accept-proxy")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Process {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(stats) = &self.stats {
+            parts.push(format!("--stats {stats}"));
+        }
+        match self.verbosity {
+            Verbosity::Quiet => parts.push("-q".into()),
+            Verbosity::Normal => {}
+            Verbosity::Verbose => parts.push("-v".into()),
+        }
+        write!(f, "{}", parts.join(" "))
+    }
+}

@@ -1,0 +1,211 @@
+//! The only module with `unsafe`: Linux socket and resource calls that std lacks.
+//! Everywhere else these are portable no-ops or clear "unsupported" errors.
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Whether this build can set TCP_MAXSEG (`--mss`).
+pub const HAS_MSS: bool = cfg!(target_os = "linux");
+
+#[cfg(target_os = "linux")]
+mod linux {
+    #![allow(unsafe_code)]
+    use std::ffi::{c_int, c_void};
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    // Linux socket constants. MIPS numbers SOL_SOCKET and its options differently.
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    pub const SOL_SOCKET: c_int = 0xffff;
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    pub const SO_KEEPALIVE: c_int = 8;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    pub const SOL_SOCKET: c_int = 1;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    pub const SO_KEEPALIVE: c_int = 9;
+    pub const IPPROTO_TCP: c_int = 6;
+    pub const TCP_MAXSEG: c_int = 2;
+    pub const TCP_KEEPIDLE: c_int = 4;
+    pub const TCP_KEEPINTVL: c_int = 5;
+    pub const TCP_KEEPCNT: c_int = 6;
+    pub const IPPROTO_IPV6: c_int = 41;
+    pub const IPV6_V6ONLY: c_int = 26;
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    pub const RLIMIT_NOFILE: c_int = 5;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    pub const RLIMIT_NOFILE: c_int = 7;
+
+    // glibc's plain getrlimit uses `unsigned long`; musl's rlim_t is always 64 bits.
+    #[cfg(any(target_env = "musl", target_pointer_width = "64"))]
+    pub type RlimT = u64;
+    #[cfg(not(any(target_env = "musl", target_pointer_width = "64")))]
+    pub type RlimT = std::ffi::c_ulong;
+
+    #[repr(C)]
+    pub struct Rlimit {
+        pub cur: RlimT,
+        pub max: RlimT,
+    }
+
+    extern "C" {
+        fn setsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *const c_void,
+            len: u32,
+        ) -> c_int;
+        fn getsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *mut c_void,
+            len: *mut u32,
+        ) -> c_int;
+        fn getrlimit(resource: c_int, limit: *mut Rlimit) -> c_int;
+        fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
+    }
+
+    pub fn set_int(sock: &impl AsRawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+        let len = std::mem::size_of::<c_int>() as u32;
+        // SAFETY: the fd is open (borrowed), the pointer and length describe a live c_int.
+        let rc = unsafe {
+            setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&value as *const c_int).cast(),
+                len,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn get_int(sock: &impl AsRawFd, level: c_int, name: c_int) -> io::Result<c_int> {
+        let mut value: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as u32;
+        // SAFETY: the fd is open (borrowed), the pointers describe a live c_int and its length.
+        let rc = unsafe {
+            getsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&mut value as *mut c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(value)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn nofile_limit() -> io::Result<Rlimit> {
+        let mut limit = Rlimit { cur: 0, max: 0 };
+        // SAFETY: `limit` is a live, correctly laid out struct rlimit.
+        if unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } == 0 {
+            Ok(limit)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn set_nofile_limit(limit: &Rlimit) -> io::Result<()> {
+        // SAFETY: `limit` is a live, correctly laid out struct rlimit.
+        if unsafe { setrlimit(RLIMIT_NOFILE, limit) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// Turns TCP keepalive on with the first probe after `idle` (then every 10 s, 6 probes: a dead
+/// peer is found about a minute later), or off with `None`. Outside Linux: a no-op.
+pub fn set_keepalive(stream: &TcpStream, idle: Option<Duration>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use linux::*;
+        let Some(idle) = idle else { return Ok(()) };
+        let secs = std::ffi::c_int::try_from(idle.as_secs().max(1)).unwrap_or(std::ffi::c_int::MAX);
+        set_int(stream, SOL_SOCKET, SO_KEEPALIVE, 1)?;
+        set_int(stream, IPPROTO_TCP, TCP_KEEPIDLE, secs)?;
+        set_int(stream, IPPROTO_TCP, TCP_KEEPINTVL, 10)?;
+        set_int(stream, IPPROTO_TCP, TCP_KEEPCNT, 6)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (stream, idle);
+        Ok(())
+    }
+}
+
+/// Sets TCP_MAXSEG on a listening socket: connections accepted later advertise and use it.
+pub fn set_mss(listener: &TcpListener, mss: u32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let value = std::ffi::c_int::try_from(mss).map_err(|_| io::ErrorKind::InvalidInput)?;
+        linux::set_int(listener, linux::IPPROTO_TCP, linux::TCP_MAXSEG, value)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (listener, mss);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--mss is supported on Linux only",
+        ))
+    }
+}
+
+/// Reads a connected socket's TCP_MAXSEG (its current send MSS).
+pub fn mss(stream: &TcpStream) -> io::Result<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let value = linux::get_int(stream, linux::IPPROTO_TCP, linux::TCP_MAXSEG)?;
+        u32::try_from(value).map_err(|_| io::ErrorKind::InvalidData.into())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Whether an IPv6 listener refuses IPv4 clients (`None` where it cannot be read).
+pub fn v6only(listener: &TcpListener) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::get_int(listener, linux::IPPROTO_IPV6, linux::IPV6_V6ONLY)
+            .ok()
+            .map(|v| v != 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = listener;
+        None
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut limit = linux::nofile_limit()?;
+        if limit.cur < limit.max {
+            limit.cur = limit.max;
+            linux::set_nofile_limit(&limit)?;
+        }
+        #[allow(clippy::useless_conversion)] // rlim_t is 32 bits on some targets
+        Ok(u64::from(limit.cur))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
