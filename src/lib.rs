@@ -9,12 +9,14 @@
 pub mod addr;
 pub mod cli;
 pub(crate) mod config;
+pub mod connect_head;
 pub mod dial;
 pub mod limits;
 pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod pool;
+pub mod proxy_header;
 pub mod relay;
 pub mod rule;
 pub mod server;
