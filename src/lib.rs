@@ -72,6 +72,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 /// The OS reason of an I/O error as a user reads it: `address in use`, `permission denied`.
 pub fn reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => return "address in use".into(),
+        io::ErrorKind::PermissionDenied => return "permission denied".into(),
+        io::ErrorKind::ConnectionRefused => return "connection refused".into(),
+        _ => {}
+    }
     let text = e.to_string();
     // "Address already in use (os error 98)" -> "address already in use"
     let text = text.split(" (os error").next().unwrap_or(&text);

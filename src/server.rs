@@ -111,13 +111,14 @@ pub fn run(setup: Setup) -> Result<(), ServeError> {
     for (rule, sockets) in opened {
         let state = Arc::new(RuleState::new(rule, Arc::clone(&own_addrs)));
         for socket in sockets {
-            if let Ok(local) = socket.local_addr() {
-                log::info(format_args!("listening on {local} (rule {})", state.label));
-            }
-            let state = Arc::clone(&state);
-            let handle = threads::spawn(move || listener::accept_loop(socket, state))
+            let local = socket.local_addr();
+            let serving = Arc::clone(&state);
+            let handle = threads::spawn(move || listener::accept_loop(socket, serving))
                 .map_err(ServeError::Thread)?;
             accept_threads.push(handle);
+            if let Ok(local) = local {
+                log::info(format_args!("listening on {local} (rule {})", state.label));
+            }
         }
     }
     for handle in accept_threads {

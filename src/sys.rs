@@ -2,7 +2,7 @@
 //! Everywhere else these are portable no-ops or clear "unsupported" errors.
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 /// Whether this build can set TCP_MAXSEG (`--mss`).
@@ -13,7 +13,8 @@ mod linux {
     #![allow(unsafe_code)]
     use std::ffi::{c_int, c_void};
     use std::io;
-    use std::os::fd::AsRawFd;
+    use std::net::{IpAddr, SocketAddr, TcpStream};
+    use std::os::fd::{AsRawFd, FromRawFd};
 
     // Linux socket constants. MIPS numbers SOL_SOCKET and its options differently.
     #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
@@ -48,7 +49,18 @@ mod linux {
         pub max: RlimT,
     }
 
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    pub const SOCK_STREAM: c_int = 2;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    pub const SOCK_STREAM: c_int = 1;
+    pub const SOCK_CLOEXEC: c_int = 0o2_000_000;
+    pub const AF_INET: u16 = 2;
+    pub const AF_INET6: u16 = 10;
+
     extern "C" {
+        fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+        fn bind(fd: c_int, addr: *const c_void, len: u32) -> c_int;
+        fn connect(fd: c_int, addr: *const c_void, len: u32) -> c_int;
         fn setsockopt(
             fd: c_int,
             level: c_int,
@@ -104,6 +116,51 @@ mod linux {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+
+    /// A `struct sockaddr_in` or `sockaddr_in6` (Linux layout) as bytes.
+    fn sockaddr(addr: SocketAddr) -> Vec<u8> {
+        let port = addr.port().to_be_bytes();
+        match addr {
+            SocketAddr::V4(a) => {
+                let mut sa = AF_INET.to_ne_bytes().to_vec();
+                sa.extend(port);
+                sa.extend(a.ip().octets());
+                sa.extend([0; 8]);
+                sa
+            }
+            SocketAddr::V6(a) => {
+                let mut sa = AF_INET6.to_ne_bytes().to_vec();
+                sa.extend(port);
+                sa.extend(a.flowinfo().to_be_bytes());
+                sa.extend(a.ip().octets());
+                sa.extend(a.scope_id().to_ne_bytes());
+                sa
+            }
+        }
+    }
+
+    /// A TCP connection to `dest` from the local address `source`.
+    pub fn connect_from(source: IpAddr, dest: SocketAddr) -> io::Result<TcpStream> {
+        let family = if source.is_ipv4() { AF_INET } else { AF_INET6 };
+        // SAFETY: plain system call; the result is checked.
+        let fd = unsafe { socket(c_int::from(family), SOCK_STREAM | SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a socket we own; the TcpStream takes ownership and closes it.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let local = sockaddr(SocketAddr::new(source, 0));
+        // SAFETY: `local` is a live sockaddr of the length given; the fd is open.
+        if unsafe { bind(fd, local.as_ptr().cast(), local.len() as u32) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let remote = sockaddr(dest);
+        // SAFETY: `remote` is a live sockaddr of the length given; the fd is open.
+        if unsafe { connect(fd, remote.as_ptr().cast(), remote.len() as u32) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stream)
     }
 
     pub fn nofile_limit() -> io::Result<Rlimit> {
@@ -189,6 +246,23 @@ pub fn v6only(listener: &TcpListener) -> Option<bool> {
     {
         let _ = listener;
         None
+    }
+}
+
+/// Connects to `dest` from the local address `source` (tests use it to act as clients from
+/// 127.0.0.2, 127.0.0.3, ...); `timeout` bounds reads and writes afterwards. Linux only.
+pub fn connect_from(source: IpAddr, dest: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    #[cfg(target_os = "linux")]
+    {
+        let stream = linux::connect_from(source, dest)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(stream)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (source, dest, timeout);
+        Err(io::ErrorKind::Unsupported.into())
     }
 }
 

@@ -1,0 +1,387 @@
+//! Shared pieces of the black-box tests: run the real binary, real backends on loopback.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails. Generous, so the
+/// tests hold on a loaded machine and under qemu.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Stack for the tests' own helper threads.
+const STACK: usize = 256 * 1024;
+
+/// Starts a helper thread with a bounded stack.
+pub fn spawn<F: FnOnce() + Send + 'static>(work: F) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(work)
+        .expect("test thread")
+}
+
+/// A running tcpfwd process, killed (by its PID, through `Child`) when dropped.
+pub struct Tcpfwd {
+    child: Child,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Tcpfwd {
+    /// Starts `tcpfwd ARGS` and waits until it logged every `listening on` line it will.
+    pub fn start(args: &[&str]) -> Tcpfwd {
+        let fwd = Tcpfwd::spawn(args);
+        fwd.wait_line("listening on ");
+        fwd
+    }
+
+    /// Starts `tcpfwd ARGS` under a hard open-file limit (Unix `sh`).
+    pub fn start_with_fd_limit(limit: u32, args: &[&str]) -> Tcpfwd {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""));
+        command.arg(env!("CARGO_BIN_EXE_tcpfwd")).args(args);
+        let fwd = Tcpfwd::from_command(command);
+        fwd.wait_line("listening on ");
+        fwd
+    }
+
+    /// Starts `tcpfwd ARGS` without waiting for anything.
+    pub fn spawn(args: &[&str]) -> Tcpfwd {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tcpfwd"));
+        command.args(args);
+        Tcpfwd::from_command(command)
+    }
+
+    fn from_command(mut command: Command) -> Tcpfwd {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcpfwd");
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&lines);
+        spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("TCPFWD_TEST_LOG").is_some() {
+                    eprintln!("tcpfwd: {line}");
+                }
+                let (list, cond) = &*sink;
+                list.lock().unwrap().push(line);
+                cond.notify_all();
+            }
+        });
+        Tcpfwd { child, lines }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs()[0]
+    }
+
+    /// Every address from its `listening on ADDR (rule ...)` lines.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("listening on "))
+            .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    /// A loopback address to reach the first listener (an unspecified bind becomes loopback).
+    pub fn connect_addr(&self) -> SocketAddr {
+        let addr = self.addr();
+        if addr.ip().is_unspecified() {
+            SocketAddr::new("127.0.0.1".parse().unwrap(), addr.port())
+        } else {
+            addr
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.0.lock().unwrap().clone()
+    }
+
+    /// Waits for a line containing `needle`; panics after [`PATIENCE`].
+    pub fn wait_line(&self, needle: &str) -> String {
+        self.wait_lines(needle, 1).pop().unwrap()
+    }
+
+    /// Waits until `count` lines contain `needle`; returns them.
+    pub fn wait_lines(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        let (list, cond) = &*self.lines;
+        let mut guard = list.lock().unwrap();
+        loop {
+            let found: Vec<String> = guard
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {count} lines with {needle:?} in time; log:\n{}",
+                guard.join("\n")
+            );
+            guard = cond.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
+    /// Waits for the process to exit; returns its status code and everything it logged.
+    pub fn wait_exit(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                let _ = wait_until(Duration::from_secs(2), || false);
+                return (status.code(), self.lines().join("\n"));
+            }
+            assert!(Instant::now() < deadline, "tcpfwd did not exit");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Connection log lines so far (`client=...`).
+    pub fn records(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.starts_with("client="))
+            .collect()
+    }
+}
+
+impl Drop for Tcpfwd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tcpfwd ARGS` to its end; returns exit code, stdout and stderr.
+pub fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcpfwd"))
+        .args(args)
+        .output()
+        .expect("run tcpfwd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `cond` every few milliseconds until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A test server on 127.0.0.1: each connection is given to `handler` on its own thread.
+/// It stops accepting when dropped.
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    /// Serves on 127.0.0.1 (any free port).
+    pub fn start<F>(handler: F) -> Backend
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        Backend::start_on("127.0.0.1:0", handler)
+    }
+
+    /// Serves on `addr`.
+    pub fn start_on<F>(addr: &str, handler: F) -> Backend
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind(addr).expect("bind backend");
+        Backend::serve(listener, handler)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve<F>(listener: TcpListener, handler: F) -> Backend
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler = Arc::new(handler);
+        let (count, stopped) = (Arc::clone(&accepted), Arc::clone(&stop));
+        spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let handler = Arc::clone(&handler);
+                spawn(move || handler(stream));
+            }
+        });
+        Backend {
+            addr,
+            accepted,
+            stop,
+        }
+    }
+
+    /// An echo server.
+    pub fn echo() -> Backend {
+        Backend::start(|mut s| {
+            let mut buf = [0; 16384];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = s.shutdown(Shutdown::Write);
+        })
+    }
+
+    /// A server that says `greeting` and then echoes (tells backends apart).
+    pub fn named(greeting: &'static str) -> Backend {
+        Backend::start(move |mut s| {
+            let _ = s.write_all(greeting.as_bytes());
+            let mut buf = [0; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Connections accepted so far.
+    pub fn count(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// Connects with read and write timeouts of [`PATIENCE`], so no test hangs forever.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// Connects from a chosen loopback source address (127.0.0.2, ...).
+pub fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    // std cannot bind a socket before connecting; tcpfwd's sys module can (Linux).
+    tcpfwd::sys::connect_from(source.parse().unwrap(), addr, PATIENCE)
+}
+
+/// Reads until EOF; panics on error or after [`PATIENCE`].
+pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read to EOF");
+    out
+}
+
+/// Deterministic test bytes.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Number of threads of a process (Linux).
+pub fn threads_of(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Number of open file descriptors of a process (Linux).
+pub fn fds_of(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Sockets of a process in CLOSE_WAIT (Linux): any is a leak.
+pub fn close_wait_of(pid: u32) -> Option<usize> {
+    let mut inodes = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let target = std::fs::read_link(entry.path()).ok()?;
+        let text = target.to_string_lossy().into_owned();
+        if let Some(inode) = text
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            inodes.push(inode.to_string());
+        }
+    }
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // State 08 is CLOSE_WAIT; field 9 is the inode.
+            if fields.get(3) == Some(&"08")
+                && fields.get(9).is_some_and(|i| inodes.iter().any(|x| x == i))
+            {
+                count += 1;
+            }
+        }
+    }
+    Some(count)
+}
+
+/// User + system CPU time of a process in clock ticks (Linux).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
