@@ -8,6 +8,8 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::rule::Credential;
+
 /// Largest head accepted, its final empty line included.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Time a client has, counted from the accept, to send its whole head.
@@ -408,12 +410,12 @@ fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
 /// Whether `given` matches one `(user, password)` of `allowed`; `false` without credentials or
 /// with an empty list. Every entry is compared in full, so the time taken does not reveal how
 /// much of a user name or password was right.
-pub fn authorized(given: Option<&Credentials>, allowed: &[(String, String)]) -> bool {
+pub fn authorized(given: Option<&Credentials>, allowed: &[Credential]) -> bool {
     let Some(given) = given else { return false };
     let mut found = 0u8;
-    for (user, password) in allowed {
-        found |= same(given.user.as_bytes(), user.as_bytes())
-            & same(given.password.as_bytes(), password.as_bytes());
+    for pair in allowed {
+        found |= same(given.user.as_bytes(), pair.user.as_bytes())
+            & same(given.password.as_bytes(), pair.password.as_bytes());
     }
     found == 1
 }
@@ -565,7 +567,10 @@ mod tests {
 
     #[test]
     fn authorized_needs_a_matching_pair() {
-        let allowed = [("alice", "secret"), ("bob", "pw")].map(|(u, p)| (u.into(), p.into()));
+        let allowed = [("alice", "secret"), ("bob", "pw")].map(|(user, password)| Credential {
+            user: user.into(),
+            password: password.into(),
+        });
         let given = |user: &str, password: &str| {
             Some(Credentials {
                 user: user.into(),

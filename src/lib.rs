@@ -23,6 +23,7 @@ pub mod server;
 pub mod session;
 pub mod sys;
 pub mod threads;
+pub mod tunnel;
 pub mod units;
 pub mod watch;
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -193,18 +193,4 @@ impl Drop for Slot {
         }
         slots.freed.notify_one();
     }
-}
-
-/// Whether `ip` is one this process listens on (for CONNECT loop prevention).
-pub fn is_own(own: &[SocketAddr], dest: SocketAddr) -> bool {
-    own.iter().any(|l| {
-        l.port() == dest.port()
-            && (l.ip() == addr::normalize(dest.ip())
-                || l.ip().is_unspecified() && is_local(dest.ip()))
-    })
-}
-
-fn is_local(ip: IpAddr) -> bool {
-    let ip = addr::normalize(ip);
-    ip.is_loopback() || ip.is_unspecified() || TcpListener::bind(SocketAddr::new(ip, 0)).is_ok()
 }

@@ -13,6 +13,7 @@ use crate::pool::Pool;
 use crate::relay::{Settings, Timeouts};
 use crate::rule::{Mode, Rule};
 use crate::threads;
+use crate::tunnel;
 
 /// What one rule's threads share.
 pub struct RuleState {
@@ -99,6 +100,10 @@ pub fn run(setup: Setup) -> Result<(), ServeError> {
     let mut opened: Vec<(Rule, Vec<TcpListener>)> = Vec::new();
     for rule in setup.rules {
         let sockets = listener::open(&rule.listen, rule.options.mss).map_err(ServeError::Listen)?;
+        let bound: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+        if let Some(warning) = tunnel::open_proxy_warning(&rule, &bound) {
+            log::problem(format_args!("{warning}"));
+        }
         opened.push((rule, sockets));
     }
     let own_addrs: Arc<Vec<SocketAddr>> = Arc::new(

@@ -9,9 +9,11 @@ use crate::addr::normalize_addr;
 use crate::listener::Slot;
 use crate::log::{self, End, Record};
 use crate::relay::{self, Outcome};
+use crate::rule::Mode;
 use crate::server::RuleState;
 use crate::sys;
 use crate::threads;
+use crate::tunnel;
 
 /// Takes over a freshly accepted client: refuses it at once if the client filter says so,
 /// else serves it on a thread of its own. An error means the thread could not be started
@@ -49,6 +51,10 @@ fn serve(client: TcpStream, peer: SocketAddr, slot: Slot, accepted: Instant) {
     let state = slot.state();
     let options = &state.rule.options;
     configure(&client, state);
+    if let Mode::Connect(policy) = &state.rule.mode {
+        tunnel::serve(client, peer, state, policy, accepted);
+        return;
+    }
     let Some(pool) = &state.pool else {
         state.record(
             peer,

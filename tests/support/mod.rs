@@ -1,7 +1,7 @@
 //! Shared pieces of the black-box tests: run the real binary, real backends on loopback.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -384,4 +384,24 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// A loopback listener that never accepts and whose backlog is full, so a connect to it times
+/// out (SYNs are dropped) instead of being refused. Keep both values alive while it is used.
+/// Fills the backlog in a bounded loop: std listens with a backlog of 128 (129 connections
+/// fit), and the loop stops at the first connect that times out.
+pub fn full_backlog() -> (TcpListener, Vec<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..5000 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => queued.push(s),
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                return (listener, queued)
+            }
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+    }
+    panic!("the backlog never filled ({} connections)", queued.len());
 }

@@ -1,0 +1,276 @@
+//! The CONNECT session: one client of a `--connect` rule, from its head to the log line.
+//!
+//! The checks run in SPEC §4's order: the head (400, 431, 408, 405), credentials (407), the
+//! port (403), the name (502), the destination filter and proxy loops on every resolved address
+//! (403), the connect (502, 504). Then `200`, the bytes the client sent after its head, and the
+//! same relay as forwarding.
+//!
+//! Each refusal is logged with the `end=` word of SPEC §5 that fits it:
+//!
+//! | status | `end=` |
+//! |---|---|
+//! | 400, 405, 408, 431 | `bad-request` |
+//! | 407 | `auth-failed` (with `user=` when a user name was sent) |
+//! | 403 | `denied` |
+//! | 502 | `connect-refused` |
+//! | 504 | `connect-timeout` |
+
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::addr::{self, HostPort};
+use crate::connect_head::{self, Request, Status, ESTABLISHED, HEAD_DEADLINE};
+use crate::dial::{self, DialError};
+use crate::log::{self, End};
+use crate::relay::{self, Outcome};
+use crate::rule::{ConnectPolicy, Rule};
+use crate::server::RuleState;
+use crate::session;
+
+/// How long writing the `200` to the client, or the early bytes to the target, may take.
+/// Both fit in an empty socket buffer, so this only bounds a peer that vanished.
+const HANDOVER_TIME: Duration = Duration::from_secs(10);
+
+/// A tunnel the client may have: the connected target and what to send it first.
+struct Tunnel {
+    target: TcpStream,
+    addr: SocketAddr,
+    early: Vec<u8>,
+}
+
+/// Why a client gets no tunnel: the status it is answered with and the `end=` it is logged with.
+struct Refusal {
+    status: Status,
+    end: End,
+    why: String,
+}
+
+impl Refusal {
+    fn new(status: Status, why: impl Into<String>) -> Refusal {
+        let end = match status {
+            Status::ProxyAuthRequired => End::AuthFailed,
+            Status::Forbidden => End::Denied,
+            Status::BadGateway => End::ConnectRefused,
+            Status::GatewayTimeout => End::ConnectTimeout,
+            Status::BadRequest
+            | Status::MethodNotAllowed
+            | Status::RequestTimeout
+            | Status::HeaderTooLarge => End::BadRequest,
+        };
+        Refusal {
+            status,
+            end,
+            why: why.into(),
+        }
+    }
+}
+
+/// Serves one CONNECT client (already through the client filter) until its tunnel ends, and
+/// records it: one log line, whatever happened.
+pub fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    state: &RuleState,
+    policy: &ConnectPolicy,
+    accepted: Instant,
+) {
+    let mut user = None;
+    let tunnel = open(&client, state, policy, accepted, &mut user);
+    // The user name is logged only where it means something: when credentials are required.
+    let user = user.filter(|_| !policy.users.is_empty());
+    match tunnel {
+        Ok(tunnel) => {
+            let addr = tunnel.addr;
+            let outcome = hand_over(client, tunnel, state);
+            state.record(peer, Some(addr), outcome, accepted, user.as_deref());
+        }
+        Err(refusal) => {
+            log::detail(format_args!(
+                "client={peer} listen={} answered {}: {}",
+                state.label,
+                refusal.status.code(),
+                refusal.why
+            ));
+            connect_head::reject(&client, refusal.status);
+            let outcome = Outcome {
+                up: 0,
+                down: 0,
+                end: refusal.end,
+            };
+            state.record(peer, None, outcome, accepted, user.as_deref());
+        }
+    }
+}
+
+/// Reads the head and runs every check; connects when they pass. `user` is set to the user
+/// name the client sent, as soon as it is known.
+fn open(
+    client: &TcpStream,
+    state: &RuleState,
+    policy: &ConnectPolicy,
+    accepted: Instant,
+    user: &mut Option<String>,
+) -> Result<Tunnel, Refusal> {
+    let (request, early) = connect_head::read_request(client, accepted + HEAD_DEADLINE)
+        .map_err(|r| Refusal::new(r.status, r.why))?;
+    let Request {
+        host,
+        port,
+        credentials,
+    } = request;
+    *user = credentials.as_ref().map(|c| c.user.clone());
+    if !policy.users.is_empty() && !connect_head::authorized(credentials.as_ref(), &policy.users) {
+        let why = match credentials {
+            Some(_) => "wrong credentials",
+            None => "no credentials",
+        };
+        return Err(Refusal::new(Status::ProxyAuthRequired, why));
+    }
+    if !policy.ports.allows(port) {
+        return Err(Refusal::new(Status::Forbidden, format!("port {port}")));
+    }
+    let destination = HostPort {
+        host: match host {
+            connect_head::Host::Ip(ip) => addr::Host::Ip(ip),
+            connect_head::Host::Name(name) => addr::Host::Name(name),
+        },
+        port,
+    };
+    // One budget for resolving and connecting, as in forwarding.
+    let deadline = Instant::now() + state.rule.options.connect_timeout;
+    let resolved = destination.resolve().map_err(|e| {
+        let why = format!("{destination}: {}", DialError::Unresolved(e));
+        Refusal::new(Status::BadGateway, why)
+    })?;
+    if resolved.is_empty() {
+        let why = format!("{destination}: resolves to no address");
+        return Err(Refusal::new(Status::BadGateway, why));
+    }
+    let permitted = permitted(&resolved, policy, &state.own_addrs);
+    if permitted.is_empty() {
+        let why = format!("{destination}: destination refused (--connect-deny/-allow or loop)");
+        return Err(Refusal::new(Status::Forbidden, why));
+    }
+    let (target, addr) = dial::dial_addrs(&permitted, deadline).map_err(|e| {
+        let status = match e {
+            DialError::TimedOut => Status::GatewayTimeout,
+            DialError::Unresolved(_) | DialError::Refused(_) => Status::BadGateway,
+        };
+        Refusal::new(status, format!("{destination}: {e}"))
+    })?;
+    Ok(Tunnel {
+        target,
+        addr,
+        early,
+    })
+}
+
+/// The resolved addresses a tunnel may go to, in resolver order: those the destination filter
+/// lets through and that are not one of tcpfwd's own listeners.
+fn permitted(
+    resolved: &[SocketAddr],
+    policy: &ConnectPolicy,
+    own: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    resolved
+        .iter()
+        .filter(|a| policy.destinations.permits(a.ip()) && !is_own(own, **a))
+        .copied()
+        .collect()
+}
+
+/// Answers `200`, sends the target what the client sent after its head, then relays. Up and
+/// down count tunnel bytes only: the early bytes, not the head or the `200`.
+fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState) -> Outcome {
+    let Tunnel {
+        target,
+        addr: _,
+        early,
+    } = tunnel;
+    session::configure(&target, state);
+    let failed = |end| Outcome {
+        up: 0,
+        down: 0,
+        end,
+    };
+    if write_within(&client, ESTABLISHED).is_err() {
+        return failed(End::ClientReset);
+    }
+    if write_within(&target, &early).is_err() {
+        return failed(End::TargetReset);
+    }
+    let mut outcome = relay::relay(client, target, state.relay_settings());
+    outcome.up += early.len() as u64;
+    outcome
+}
+
+/// Writes all of `data`, giving up after [`HANDOVER_TIME`]. The relay sets its own timeouts.
+fn write_within(mut stream: &TcpStream, data: &[u8]) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    stream.set_write_timeout(Some(HANDOVER_TIME))?;
+    stream.write_all(data)
+}
+
+/// Whether connecting to `dest` would reach one of `own` (tcpfwd's listening sockets): a proxy
+/// loop. A listener on an unspecified address (`:PORT`, `0.0.0.0:PORT`) is reached through any
+/// local address with its port; connecting to an unspecified address reaches this host.
+pub fn is_own(own: &[SocketAddr], dest: SocketAddr) -> bool {
+    let ip = addr::normalize(dest.ip());
+    own.iter().any(|listener| {
+        let bound = addr::normalize(listener.ip());
+        listener.port() == dest.port()
+            && (bound == ip || ip.is_unspecified() || (bound.is_unspecified() && is_local(ip)))
+    })
+}
+
+/// Whether `ip` is an address of this host: loopback, or one a socket can be bound to.
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// The start-up warning for an open proxy: a CONNECT rule on a non-loopback address with
+/// neither `--auth` nor `--allow`, so anyone who reaches it can tunnel through it.
+pub fn open_proxy_warning(rule: &Rule, bound: &[SocketAddr]) -> Option<String> {
+    let crate::rule::Mode::Connect(policy) = &rule.mode else {
+        return None;
+    };
+    let exposed = bound.iter().any(|a| !addr::normalize(a.ip()).is_loopback());
+    let open = policy.users.is_empty() && rule.options.clients.allow.is_empty();
+    (exposed && open).then(|| {
+        format!(
+            "warning: --connect {} is an open proxy: anyone who can reach it can tunnel \
+             through it (add --auth USER:PASS or --allow CIDR)",
+            rule.listen
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn loops_to_own_listeners_are_found() {
+        let own = addrs(&["127.0.0.1:3128", "[::]:8080"]);
+        let own_of = |dest: &str| is_own(&own, dest.parse().unwrap());
+        assert!(own_of("127.0.0.1:3128"));
+        assert!(own_of("[::ffff:127.0.0.1]:3128"));
+        assert!(own_of("0.0.0.0:3128"));
+        assert!(own_of("[::]:3128"));
+        assert!(!own_of("127.0.0.1:3129"));
+        assert!(!own_of("127.0.0.2:3128")); // nothing listens there
+        assert!(!own_of("192.0.2.1:3128"));
+        // `:8080`: any local address with that port.
+        assert!(own_of("127.0.0.1:8080") && own_of("127.0.0.5:8080") && own_of("[::1]:8080"));
+        assert!(own_of("0.0.0.0:8080"));
+        assert!(!own_of("192.0.2.1:8080"));
+        assert!(!own_of("127.0.0.1:80"));
+    }
+}
