@@ -86,8 +86,9 @@ pub fn serve(
             state.record(peer, Some(addr), outcome, accepted, user.as_deref());
         }
         Err(refusal) => {
+            // Not `client=...`: that prefix is for the one line per connection, logged below.
             log::detail(format_args!(
-                "client={peer} listen={} answered {}: {}",
+                "CONNECT from {peer} on {} answered {}: {}",
                 state.label,
                 refusal.status.code(),
                 refusal.why
