@@ -7,6 +7,8 @@ use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Instant;
 
+use crate::addr::normalize;
+
 /// The 12 bytes that start every v2 header (§2.2): 0D 0A 0D 0A 00 0D 0A 51 55 49 54 0A.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// Signature, version/command, family/protocol and the 16-bit length (§2.2).
@@ -89,7 +91,7 @@ enum Ips {
 /// so when one address is IPv4 and the other IPv6, the IPv4 one is sent as IPv4-mapped IPv6
 /// and the header says TCP6. `UNKNOWN`/LOCAL is never sent: §2.1 advises against it.
 pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
-    let ips = match (canonical(source.ip()), canonical(destination.ip())) {
+    let ips = match (normalize(source.ip()), normalize(destination.ip())) {
         (IpAddr::V4(s), IpAddr::V4(d)) => Ips::V4(s, d),
         (s, d) => Ips::V6(as_v6(s), as_v6(d)),
     };
@@ -97,14 +99,6 @@ pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> 
     match version {
         Version::V1 => encode_v1(ips, ports),
         Version::V2 => encode_v2(ips, ports),
-    }
-}
-
-/// `::ffff:a.b.c.d` as `a.b.c.d` (std's `IpAddr::to_canonical` is newer than our MSRV).
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
     }
 }
 
@@ -299,8 +293,8 @@ fn v1_port(field: Option<&[u8]>) -> Result<u16, HeaderError> {
 
 fn proxied(source: IpAddr, sport: u16, destination: IpAddr, dport: u16) -> Received {
     Received::Proxied {
-        source: SocketAddr::new(canonical(source), sport),
-        destination: SocketAddr::new(canonical(destination), dport),
+        source: SocketAddr::new(normalize(source), sport),
+        destination: SocketAddr::new(normalize(destination), dport),
     }
 }
 
