@@ -21,6 +21,7 @@ pub mod relay;
 pub mod rule;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod sys;
 pub mod threads;
 pub mod tunnel;

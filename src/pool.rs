@@ -20,6 +20,14 @@ pub struct Member {
     pub active: AtomicUsize,
 }
 
+impl Member {
+    /// Whether the target counts as up (`tcpfwd_target_up`). Health checking is not wired in
+    /// on this branch, so every target is up.
+    pub fn is_up(&self) -> bool {
+        true
+    }
+}
+
 /// The targets of one rule.
 pub struct Pool {
     /// Targets in written order.

@@ -12,6 +12,7 @@ use crate::metrics::RuleStats;
 use crate::pool::Pool;
 use crate::relay::{Settings, Timeouts};
 use crate::rule::{Mode, Rule};
+use crate::stats;
 use crate::threads;
 use crate::tunnel;
 
@@ -45,7 +46,8 @@ pub struct Troubles {
 }
 
 impl RuleState {
-    fn new(rule: Rule, own_addrs: Arc<Vec<SocketAddr>>) -> RuleState {
+    /// The shared state of a rule whose listeners are open.
+    pub(crate) fn new(rule: Rule, own_addrs: Arc<Vec<SocketAddr>>) -> RuleState {
         let pool = match &rule.mode {
             Mode::Forward(fw) => Some(Arc::new(Pool::new(fw, rule.options.connect_timeout))),
             Mode::Connect(_) => None,
@@ -93,7 +95,8 @@ impl fmt::Display for ServeError {
     }
 }
 
-/// Opens every listener, then serves until the process is stopped by a signal.
+/// Opens every listener (the rules' and the metrics one), then serves until the process is
+/// stopped by a signal.
 pub fn run(setup: Setup) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
     limits::check(&setup.rules);
@@ -106,15 +109,32 @@ pub fn run(setup: Setup) -> Result<(), ServeError> {
         }
         opened.push((rule, sockets));
     }
+    let stats = match &setup.process.stats {
+        Some(addr) => Some(stats::open(addr).map_err(ServeError::Listen)?),
+        None => None,
+    };
     let own_addrs: Arc<Vec<SocketAddr>> = Arc::new(
         opened
             .iter()
-            .flat_map(|(_, s)| s.iter().filter_map(|s| s.local_addr().ok()))
+            .flat_map(|(_, s)| s.iter())
+            .chain(&stats)
+            .filter_map(|s| s.local_addr().ok())
             .collect(),
     );
+    let states: Vec<(Arc<RuleState>, Vec<TcpListener>)> = opened
+        .into_iter()
+        .map(|(rule, sockets)| {
+            (
+                Arc::new(RuleState::new(rule, Arc::clone(&own_addrs))),
+                sockets,
+            )
+        })
+        .collect();
+    if let Some(socket) = stats {
+        serve_stats(socket, states.iter().map(|(s, _)| Arc::clone(s)).collect())?;
+    }
     let mut accept_threads = Vec::new();
-    for (rule, sockets) in opened {
-        let state = Arc::new(RuleState::new(rule, Arc::clone(&own_addrs)));
+    for (state, sockets) in states {
         for socket in sockets {
             let local = socket.local_addr();
             let serving = Arc::clone(&state);
@@ -128,6 +148,17 @@ pub fn run(setup: Setup) -> Result<(), ServeError> {
     }
     for handle in accept_threads {
         let _ = handle.join();
+    }
+    Ok(())
+}
+
+/// Starts the metrics thread. Logged before the rules' `listening on` lines, so whoever
+/// waits for those has seen this one too.
+fn serve_stats(socket: TcpListener, rules: Vec<Arc<RuleState>>) -> Result<(), ServeError> {
+    let local = socket.local_addr();
+    threads::spawn(move || stats::serve(socket, rules)).map_err(ServeError::Thread)?;
+    if let Ok(local) = local {
+        log::info(format_args!("metrics on http://{local}/metrics"));
     }
     Ok(())
 }

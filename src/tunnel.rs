@@ -26,7 +26,7 @@ use crate::log::{self, End};
 use crate::relay::{self, Outcome};
 use crate::rule::{ConnectPolicy, Rule};
 use crate::server::RuleState;
-use crate::session;
+use crate::session::{self, Origin};
 
 /// How long writing the `200` to the client, or the early bytes to the target, may take.
 /// Both fit in an empty socket buffer, so this only bounds a peer that vanished.
@@ -70,11 +70,12 @@ impl Refusal {
 /// records it: one log line, whatever happened.
 pub fn serve(
     client: TcpStream,
-    peer: SocketAddr,
+    origin: &Origin,
     state: &RuleState,
     policy: &ConnectPolicy,
     accepted: Instant,
 ) {
+    let peer = origin.source;
     let mut user = None;
     let tunnel = open(&client, state, policy, accepted, &mut user);
     // The user name is logged only where it means something: when credentials are required.
@@ -82,7 +83,7 @@ pub fn serve(
     match tunnel {
         Ok(tunnel) => {
             let addr = tunnel.addr;
-            let outcome = hand_over(client, tunnel, state);
+            let outcome = hand_over(client, tunnel, state, origin);
             state.record(peer, Some(addr), outcome, accepted, user.as_deref());
         }
         Err(refusal) => {
@@ -181,9 +182,10 @@ fn permitted(
         .collect()
 }
 
-/// Answers `200`, sends the target what the client sent after its head, then relays. Up and
-/// down count tunnel bytes only: the early bytes, not the head or the `200`.
-fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState) -> Outcome {
+/// Sends the target its PROXY header (`--proxy-protocol`), answers `200`, sends the target what
+/// the client sent after its head, then relays. Up and down count tunnel bytes only: the early
+/// bytes, not the head or the `200`.
+fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState, origin: &Origin) -> Outcome {
     let Tunnel {
         target,
         addr: _,
@@ -195,6 +197,9 @@ fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState) -> Outcome {
         down: 0,
         end,
     };
+    if let Err(end) = session::send_proxy_header(&target, origin, state) {
+        return failed(end);
+    }
     if write_within(&client, ESTABLISHED).is_err() {
         return failed(End::ClientReset);
     }
