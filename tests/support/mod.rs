@@ -28,6 +28,7 @@ pub fn spawn<F: FnOnce() + Send + 'static>(work: F) -> thread::JoinHandle<()> {
 pub struct Tcpfwd {
     child: Child,
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    reader: thread::JoinHandle<()>,
 }
 
 impl Tcpfwd {
@@ -67,7 +68,7 @@ impl Tcpfwd {
         let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&lines);
-        spawn(move || {
+        let reader = spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if std::env::var_os("TCPFWD_TEST_LOG").is_some() {
@@ -78,7 +79,11 @@ impl Tcpfwd {
                 cond.notify_all();
             }
         });
-        Tcpfwd { child, lines }
+        Tcpfwd {
+            child,
+            lines,
+            reader,
+        }
     }
 
     /// The process id.
@@ -149,13 +154,21 @@ impl Tcpfwd {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader thread take the last lines.
-                let _ = wait_until(Duration::from_secs(2), || false);
+                // The reader thread ends at the EOF of stderr, after the last line.
+                let _ = wait_until(Duration::from_secs(2), || self.reader.is_finished());
                 return (status.code(), self.lines().join("\n"));
             }
             assert!(Instant::now() < deadline, "tcpfwd did not exit");
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Where it serves metrics, from its `metrics on http://ADDR/metrics` line.
+    pub fn stats_addr(&self) -> SocketAddr {
+        let line = self.wait_line("metrics on http://");
+        let rest = line.split("http://").nth(1).unwrap_or_default();
+        let addr = rest.strip_suffix("/metrics").unwrap_or(rest);
+        addr.parse().expect("metrics address")
     }
 
     /// Connection log lines so far (`client=...`).
@@ -404,4 +417,78 @@ pub fn full_backlog() -> (TcpListener, Vec<TcpStream>) {
         }
     }
     panic!("the backlog never filled ({} connections)", queued.len());
+}
+
+/// Writes `text` to a fresh file under Cargo's temporary directory for tests; returns its path.
+pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}-{n}-{name}", std::process::id()));
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (the OS picked it, then it was closed).
+pub fn free_port() -> u16 {
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().unwrap().port()
+}
+
+/// Whether this machine has an IPv6 loopback (tests that need it skip without).
+pub fn ipv6_loopback() -> Option<TcpListener> {
+    TcpListener::bind("[::1]:0").ok()
+}
+
+/// Sends `request` as is and reads the whole response, up to the server's close.
+pub fn http(addr: SocketAddr, request: &str) -> Response {
+    let mut s = connect(addr);
+    s.write_all(request.as_bytes()).expect("send request");
+    let raw = String::from_utf8(read_all(&mut s)).expect("UTF-8 response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default().to_string();
+    let headers = lines.map(str::to_string).collect();
+    Response {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// `GET path` over HTTP/1.1.
+pub fn http_get(addr: SocketAddr, path: &str) -> Response {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    )
+}
+
+/// An HTTP response, split.
+#[derive(Debug)]
+pub struct Response {
+    /// `HTTP/1.1 200 OK`
+    pub status: String,
+    /// `Name: value` lines.
+    pub headers: Vec<String>,
+    /// Everything after the head.
+    pub body: String,
+}
+
+impl Response {
+    /// The value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| {
+            let (n, v) = h.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+}
+
+/// The value of one series in Prometheus text, by its exact name and labels as written,
+/// e.g. `tcpfwd_bytes_total{rule="127.0.0.1:0",direction="up"}`.
+pub fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
 }
