@@ -254,7 +254,7 @@ fn proxy_protocol_v1_sends_the_exact_line_before_any_client_byte() {
     let line = fwd.wait_line("end=");
     assert!(
         line.contains("up=5 "),
-        "the header counts as a relayed byte: {line}"
+        "the header is not counted as client bytes: {line}"
     );
 }
 
