@@ -452,6 +452,38 @@ fn accept_v1_and_send_v2_carries_the_original_client() {
     assert_eq!(received, want);
 }
 
+#[test]
+fn connect_mode_accepts_and_sends_proxy_headers_too() {
+    let (backend, got) = recording_backend();
+    let fwd = Tcpfwd::start(&[
+        "--connect",
+        "127.0.0.1:0",
+        "--connect-ports",
+        "any",
+        "--accept-proxy",
+        "--proxy-protocol",
+        "v1",
+    ]);
+    let mut client = connect(fwd.addr());
+    let head = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", backend.addr);
+    let request = [CARRIED_V1, head.as_bytes(), b"early"].concat();
+    client.write_all(&request).unwrap();
+    let mut answer = [0; 39];
+    client.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    client.write_all(b"+more").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let received = got.recv_timeout(PATIENCE).unwrap();
+    let want = [CARRIED_V1, b"early+more"].concat();
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        String::from_utf8_lossy(&want)
+    );
+    let line = fwd.wait_line("end=");
+    assert!(line.starts_with("client=203.0.113.7:40000 "), "{line}");
+    assert!(line.contains(" up=10 "), "{line}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Metrics
 
