@@ -609,6 +609,25 @@ mod tests {
         assert_eq!(policy.users[0].password, "s3cret");
         assert!(r.to_string().contains("--auth alice:***"));
         assert!(!r.to_string().contains("s3cret"));
+        assert!(
+            !format!("{r:?}").contains("s3cret"),
+            "debug output shows a password"
+        );
+    }
+
+    #[test]
+    fn check_lines_quote_what_needs_quotes() {
+        let user = r##"al ice\"#"##;
+        let tokens = ["--connect", ":1", "--auth", &format!("{user}:pw")];
+        let Ok(Command::Run(setup)) = parse_args(tokens.iter().map(OsString::from).collect())
+        else {
+            panic!()
+        };
+        let line = setup.rules[0].to_string();
+        assert!(line.contains(r##"--auth "al ice\\\"#:***""##), "{line}");
+        // The config reader reads the token back as written.
+        let again = config::split(&line).unwrap();
+        assert!(again.contains(&format!("{user}:***")), "{again:?}");
     }
 
     #[test]

@@ -134,12 +134,44 @@ impl Ports {
 }
 
 /// A `USER:PASS` pair for `--auth`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     /// User name.
     pub user: String,
     /// Password (shown as `***`).
     pub password: String,
+}
+
+/// Never shows the password, even in debug output.
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Credential({:?}, ***)", self.user)
+    }
+}
+
+/// A token as the config reader reads it back: quoted when it holds a space, quote,
+/// backslash or `#`.
+struct Token<'a>(&'a str);
+
+impl fmt::Display for Token<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let plain = !self.0.is_empty()
+            && !self
+                .0
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '"' | '\\' | '#'));
+        if plain {
+            return f.write_str(self.0);
+        }
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            if matches!(c, '"' | '\\') {
+                f.write_str("\\")?;
+            }
+            write!(f, "{c}")?;
+        }
+        f.write_str("\"")
+    }
 }
 
 /// PROXY protocol version to send to targets.
@@ -280,7 +312,7 @@ impl fmt::Display for Rule {
                 }
                 show_acl(f, "connect-", &policy.destinations)?;
                 for cred in &policy.users {
-                    write!(f, " --auth {}:***", cred.user)?;
+                    write!(f, " --auth {}", Token(&format!("{}:***", cred.user)))?;
                 }
             }
         }
