@@ -265,7 +265,10 @@ mod tests {
         // Pinned: a change here would move every source-hash client after an upgrade.
         let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
         // (Checked against an independent Python version of FNV-1a + splitmix64.)
-        assert_eq!(pair_hash(client, key_of("10.0.0.5:80")), 0x2915_0876_46d4_fc9f);
+        assert_eq!(
+            pair_hash(client, key_of("10.0.0.5:80")),
+            0x2915_0876_46d4_fc9f
+        );
     }
 
     fn clients(n: u32) -> impl Iterator<Item = IpAddr> {
