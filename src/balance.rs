@@ -49,7 +49,7 @@ impl Smooth {
             *score += weight;
             total += weight;
             // Strictly greater: ties go to the earlier target in written order.
-            if best.is_none_or(|(_, s)| *score > s) {
+            if best.map_or(true, |(_, s)| *score > s) {
                 best = Some((c.index, *score));
             }
         }

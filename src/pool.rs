@@ -201,8 +201,11 @@ impl Pool {
         let usable: Vec<bool> = self.members.iter().map(|m| m.health.usable(now)).collect();
         let fail_open = !usable.contains(&true);
         if fail_open {
-            self.all_down
-                .problem(format_args!("every target is down: trying them anyway"));
+            let labels: Vec<&str> = self.members.iter().map(|m| m.label.as_str()).collect();
+            self.all_down.problem(format_args!(
+                "every target is down ({}): trying them anyway",
+                labels.join(", ")
+            ));
         } else {
             self.all_down.clear();
         }

@@ -118,7 +118,7 @@ fn least_conn_sends_the_next_connection_to_the_target_holding_fewest() {
 
 #[test]
 fn source_hash_keeps_a_client_on_its_target_and_moves_only_the_clients_of_a_dead_one() {
-    let mut backends = vec![
+    let mut backends = [
         ("a", Some(Backend::named("a"))),
         ("b", Some(Backend::named("b"))),
         ("c", Some(Backend::named("c"))),
