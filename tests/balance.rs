@@ -414,16 +414,36 @@ fn connection_rate(addr: SocketAddr, threads: usize, per_thread: usize) -> f64 {
 #[ignore = "a measurement: cargo test --release --test balance -- --ignored --nocapture"]
 fn connection_rate_three_targets_against_one() {
     let backends = [Backend::echo(), Backend::echo(), Backend::echo()];
-    let three: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
-    let three: Vec<&str> = three.iter().map(String::as_str).collect();
-    let (_three, three_addr) = Tcpfwd::start_quiet(&three);
-    let (_one, one_addr) = Tcpfwd::start_quiet(&three[..1]);
+    let targets: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let (three, three_addr) = Tcpfwd::start_quiet(&targets);
+    let (one, one_addr) = Tcpfwd::start_quiet(&targets[..1]);
     // Warm up both, then alternate so machine noise hits both alike.
     connection_rate(three_addr, 10, 100);
     connection_rate(one_addr, 10, 100);
-    for round in 1..=2 {
-        let r3 = connection_rate(three_addr, 50, 200);
-        let r1 = connection_rate(one_addr, 50, 200);
-        println!("round {round}: 3-target round-robin {r3:.0}/s, 1 target {r1:.0}/s");
+    // CPU time of each tcpfwd process per connection: steadier than the rate on a shared
+    // machine. Clock ticks are 10 ms on Linux.
+    let cpu_us = |pid: u32, before: u64, n: usize| {
+        let after = cpu_ticks(pid).unwrap_or(before);
+        (after - before) as f64 * 10_000.0 / n as f64
+    };
+    for round in 1..=4 {
+        let measure = |fwd: &Tcpfwd, addr| {
+            let before = cpu_ticks(fwd.pid()).unwrap_or(0);
+            let rate = connection_rate(addr, 50, 400);
+            (rate, cpu_us(fwd.pid(), before, 20_000))
+        };
+        // Alternate which goes first: the second run of a round meets the first's TIME_WAITs.
+        let ((r3, c3), (r1, c1)) = if round % 2 == 1 {
+            let three = measure(&three, three_addr);
+            (three, measure(&one, one_addr))
+        } else {
+            let one = measure(&one, one_addr);
+            (measure(&three, three_addr), one)
+        };
+        println!(
+            "round {round}: 3-target round-robin {r3:.0}/s ({c3:.0} µs CPU each), \
+             1 target {r1:.0}/s ({c1:.0} µs CPU each)"
+        );
     }
 }
