@@ -62,12 +62,17 @@ impl Member {
         }
     }
 
-    /// Logs a health change once.
-    fn report(&self, change: Change, why: &dyn std::fmt::Display) {
-        match change {
-            Change::Down => log::problem(format_args!("target {} down: {why}", self.label)),
-            Change::Up => log::info(format_args!("target {} up", self.label)),
-            Change::None => {}
+    /// A connect or probe succeeded: up again (logged once).
+    fn succeeded(&self) {
+        if self.health.succeeded() == Change::Up {
+            log::info(format_args!("target {} up", self.label));
+        }
+    }
+
+    /// Logs the change a failure made, if it marked the target down.
+    fn report_failure(&self, change: Change, why: &DialError) {
+        if change == Change::Down {
+            log::problem(format_args!("target {} down: {why}", self.label));
         }
     }
 }
@@ -161,9 +166,8 @@ impl Pool {
                 ));
                 continue;
             }
-            match dial(&member.target.addr, self.connect_timeout) {
+            match self.attempt(member, client) {
                 Ok((stream, addr)) => {
-                    member.report(member.health.succeeded(), &"");
                     if last.is_some() {
                         log::detail(format_args!(
                             "client {client}: failed over to target {}",
@@ -176,22 +180,34 @@ impl Pool {
                         lease,
                     });
                 }
-                Err(e) => {
-                    log::detail(format_args!(
-                        "client {client}: target {} failed: {e}",
-                        member.label
-                    ));
-                    let h = &self.health;
-                    let change =
-                        member
-                            .health
-                            .connect_failed(Instant::now(), h.down_after, h.down_for);
-                    member.report(change, &e);
-                    last = Some(e);
-                }
+                Err(e) => last = Some(e),
             }
         }
         Err(last.map_or(End::NoTarget, |e| e.end()))
+    }
+
+    /// One connect to one target, with its health updated and logged.
+    fn attempt(
+        &self,
+        member: &Member,
+        client: IpAddr,
+    ) -> Result<(TcpStream, SocketAddr), DialError> {
+        let result = dial(&member.target.addr, self.connect_timeout);
+        match &result {
+            Ok(_) => member.succeeded(),
+            Err(e) => {
+                log::detail(format_args!(
+                    "client {client}: target {} failed: {e}",
+                    member.label
+                ));
+                let h = &self.health;
+                let change = member
+                    .health
+                    .connect_failed(Instant::now(), h.down_after, h.down_for);
+                member.report_failure(change, e);
+            }
+        }
+        result
     }
 
     /// Which targets to try, in order: the usable non-backups in policy order, then the
@@ -254,8 +270,8 @@ impl Pool {
         let budget = self.connect_timeout.min(interval);
         for member in &self.members {
             match dial(&member.target.addr, budget) {
-                Ok(_) => member.report(member.health.succeeded(), &""),
-                Err(e) => member.report(member.health.probe_failed(), &e),
+                Ok(_) => member.succeeded(),
+                Err(e) => member.report_failure(member.health.probe_failed(), &e),
             }
         }
     }

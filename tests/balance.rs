@@ -386,6 +386,18 @@ fn a_localhost_target_is_resolved_and_served() {
     assert_eq!(read_all(&mut client), b"lhi");
 }
 
+#[test]
+fn a_name_that_does_not_resolve_is_not_fatal_and_fails_over() {
+    // `.invalid` never resolves (RFC 6761).
+    let b = Backend::named("b");
+    let fwd = balance(
+        &["nothing.invalid:80".to_string(), b.addr.to_string()],
+        &["--balance", "first", "-v"],
+    );
+    assert_eq!(served_by(fwd.addr()), "b");
+    fwd.wait_line("target nothing.invalid:80 failed: name does not resolve");
+}
+
 /// Connection rate through a rule: `threads` clients each do `per_thread` times connect,
 /// 64-byte echo, close. Returns connections per second.
 fn connection_rate(addr: SocketAddr, threads: usize, per_thread: usize) -> f64 {
