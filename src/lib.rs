@@ -7,10 +7,12 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod balance;
 pub mod cli;
 pub(crate) mod config;
 pub mod connect_head;
 pub mod dial;
+pub mod health;
 pub mod limits;
 pub mod listener;
 pub mod log;

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use crate::cli::Setup;
+use crate::health;
 use crate::limits;
 use crate::listener::{self, ListenError, Slots};
 use crate::log::{self, Burst};
@@ -135,6 +136,11 @@ pub fn run(setup: Setup) -> Result<(), ServeError> {
     }
     let mut accept_threads = Vec::new();
     for (state, sockets) in states {
+        if let Some(pool) = &state.pool {
+            if let Some(interval) = pool.health_interval() {
+                health::start_probes(pool, interval).map_err(ServeError::Thread)?;
+            }
+        }
         for socket in sockets {
             let local = socket.local_addr();
             let serving = Arc::clone(&state);

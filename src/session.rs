@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::addr::normalize_addr;
 use crate::listener::Slot;
 use crate::log::{self, End, Record};
+use crate::pool::Connected;
 use crate::proxy_header::{self, Received, Version};
 use crate::relay::{self, Outcome};
 use crate::rule::{Mode, ProxyVersion};
@@ -65,14 +66,21 @@ fn serve(client: TcpStream, peer: SocketAddr, slot: Slot, accepted: Instant) {
             return;
         }
     };
-    configure(&connected.stream, state);
-    if let Err(end) = send_proxy_header(&connected.stream, &origin, state) {
-        state.record(peer, Some(connected.addr), refused(end), accepted, None);
+    let Connected {
+        stream,
+        addr,
+        lease,
+    } = connected;
+    configure(&stream, state);
+    if let Err(end) = send_proxy_header(&stream, &origin, state) {
+        state.record(peer, Some(addr), refused(end), accepted, None);
         return;
     }
     let settings = state.relay_settings();
-    let outcome = relay::relay(client, connected.stream, settings);
-    state.record(peer, Some(connected.addr), outcome, accepted, None);
+    let outcome = relay::relay(client, stream, settings);
+    // The target's count drops before the log line, so whoever reads the line sees it.
+    drop(lease);
+    state.record(peer, Some(addr), outcome, accepted, None);
 }
 
 /// The outcome of a connection that ended before any byte was relayed.

@@ -39,6 +39,21 @@ impl Tcpfwd {
         fwd
     }
 
+    /// Starts `tcpfwd -q 127.0.0.1:PORT ARGS` on a free port and waits until it accepts
+    /// (with `-q` there is no `listening on` line to wait for).
+    pub fn start_quiet(args: &[&str]) -> (Tcpfwd, SocketAddr) {
+        let listen = closed_port();
+        let listen_arg = listen.to_string();
+        let mut all = vec!["-q", listen_arg.as_str()];
+        all.extend_from_slice(args);
+        let fwd = Tcpfwd::spawn(&all);
+        assert!(
+            wait_until(PATIENCE, || TcpStream::connect(listen).is_ok()),
+            "tcpfwd never accepted on {listen}"
+        );
+        (fwd, listen)
+    }
+
     /// Starts `tcpfwd ARGS` under a hard open-file limit (Unix `sh`).
     pub fn start_with_fd_limit(limit: u32, args: &[&str]) -> Tcpfwd {
         let mut command = Command::new("sh");
@@ -290,15 +305,7 @@ impl Backend {
 
     /// A server that says `greeting` and then echoes (tells backends apart).
     pub fn named(greeting: &'static str) -> Backend {
-        Backend::start(move |mut s| {
-            let _ = s.write_all(greeting.as_bytes());
-            let mut buf = [0; 4096];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        })
+        Backend::start(greeter(greeting))
     }
 
     /// Connections accepted so far.
@@ -312,6 +319,19 @@ impl Drop for Backend {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// A handler that says `greeting` and then echoes.
+fn greeter(greeting: &'static str) -> impl Fn(TcpStream) + Send + Sync + 'static {
+    move |mut s| {
+        let _ = s.write_all(greeting.as_bytes());
+        let mut buf = [0; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
     }
 }
 
@@ -491,4 +511,59 @@ pub fn metric(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
+}
+
+/// A loopback address nothing listens on (bound, then closed): connects to it are refused.
+pub fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().unwrap()
+}
+
+/// Connects to `addr` and reads the one-byte greeting of a [`Backend::named`] backend.
+/// Returns the connection (still open) and the greeting.
+pub fn hold(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = connect(addr);
+    let mut byte = [0u8; 1];
+    s.read_exact(&mut byte).expect("a greeting");
+    (s, String::from_utf8_lossy(&byte).into_owned())
+}
+
+/// Which [`Backend::named`] backend (one-letter greeting) served a new connection; closes it.
+pub fn served_by(addr: SocketAddr) -> String {
+    hold(addr).1
+}
+
+/// Like [`served_by`], from a chosen loopback source address.
+pub fn served_from(source: &str, addr: SocketAddr) -> String {
+    let mut s = connect_from(source, addr).expect("connect from");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut byte = [0u8; 1];
+    s.read_exact(&mut byte).expect("a greeting");
+    String::from_utf8_lossy(&byte).into_owned()
+}
+
+impl Backend {
+    /// A [`Backend::named`] backend on a given address, retrying the bind for a while (the
+    /// port of a backend just stopped may take a moment to be free).
+    pub fn named_on(addr: SocketAddr, greeting: &'static str) -> Backend {
+        let deadline = Instant::now() + PATIENCE;
+        let listener = loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) => assert!(Instant::now() < deadline, "cannot bind {addr} again: {e}"),
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Backend::serve(listener, greeter(greeting))
+    }
+
+    /// Stops it and waits until its port refuses connections.
+    pub fn stop(self) {
+        let addr = self.addr;
+        drop(self);
+        let refused = wait_until(PATIENCE, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err()
+        });
+        assert!(refused, "{addr} still accepts after stop");
+    }
 }
