@@ -37,6 +37,7 @@ use cli::Command;
 
 /// Runs tcpfwd with the arguments after the program name; returns the exit status.
 pub fn main(args: Vec<OsString>) -> i32 {
+    sys::fault_signals_to_default();
     std::panic::set_hook(Box::new(|info| {
         // A bug in one connection ends that connection only; say so on one line.
         log::problem(format_args!("internal error (please report): {info}"));

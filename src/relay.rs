@@ -14,6 +14,9 @@ use crate::watch::{Direction, Watch};
 
 pub use crate::watch::Timeouts;
 
+/// Size of the first read buffer, on the stack (see [`Pair::copy`]).
+const SMALL_BUFFER: usize = 128;
+
 /// How the relay copies.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
@@ -89,11 +92,21 @@ impl Pair {
             Direction::Up => (&self.client, &self.target),
             Direction::Down => (&self.target, &self.client),
         };
-        let mut buf = vec![0; self.settings.buffer_size];
+        // Reads go to a small buffer on the stack until one fills it; only then is the
+        // full-size buffer allocated. An idle connection, or one that carries small messages,
+        // holds no heap buffer.
+        let mut small = [0; SMALL_BUFFER];
+        let small_len = SMALL_BUFFER.min(self.settings.buffer_size);
+        let mut big: Vec<u8> = Vec::new();
         let mut total = 0;
         self.watch.arm(from, to);
         loop {
-            match (&*from).read(&mut buf) {
+            let buf = if big.is_empty() {
+                &mut small[..small_len]
+            } else {
+                &mut big[..]
+            };
+            match (&*from).read(buf) {
                 Ok(0) => {
                     // Half-close: pass the EOF on; the other direction keeps running.
                     self.watch.finished(dir);
@@ -107,6 +120,9 @@ impl Pair {
                         return total;
                     }
                     total += n as u64;
+                    if n == small_len && big.is_empty() {
+                        big = vec![0; self.settings.buffer_size];
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => match self.watch.check(dir) {

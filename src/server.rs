@@ -98,9 +98,9 @@ impl fmt::Display for ServeError {
 
 /// Opens every listener (the rules' and the metrics one), then serves until the process is
 /// stopped by a signal.
-pub fn run(setup: Setup) -> Result<(), ServeError> {
+pub fn run(mut setup: Setup) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
-    limits::check(&setup.rules);
+    limits::check(&mut setup.rules);
     let mut opened: Vec<(Rule, Vec<TcpListener>)> = Vec::new();
     for rule in setup.rules {
         let sockets = listener::open(&rule.listen, rule.options.mss).map_err(ServeError::Listen)?;

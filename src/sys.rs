@@ -173,6 +173,57 @@ mod linux {
         }
     }
 
+    // Signal numbers: SIGSEGV is 11 everywhere; SIGBUS is 10 on MIPS and SPARC, 7 elsewhere.
+    const SIGSEGV: c_int = 11;
+    #[cfg(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ))]
+    const SIGBUS: c_int = 10;
+    #[cfg(not(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )))]
+    const SIGBUS: c_int = 7;
+    const SIG_DFL: usize = 0;
+    const SIG_IGN: usize = 1;
+
+    extern "C" {
+        fn signal(signum: c_int, handler: usize) -> usize;
+    }
+
+    /// Runs before `main`, before std's runtime start-up (an ELF constructor). std gives every
+    /// thread a signal alternate stack, two more memory mappings per thread, only when it finds
+    /// SIGSEGV and SIGBUS at their default action at start-up; finding them ignored, it leaves
+    /// both alone. `main` puts the default back at once (see [`fault_signals_to_default`]).
+    /// A real fault is never ignored meanwhile: the kernel resets an ignored SIGSEGV or SIGBUS
+    /// raised by a fault to the default action (the process dies, as it should).
+    extern "C" fn before_main() {
+        // SAFETY: only signal dispositions change; no handler function is installed, and
+        // this runs single-threaded before any Rust code.
+        unsafe {
+            signal(SIGSEGV, SIG_IGN);
+            signal(SIGBUS, SIG_IGN);
+        }
+    }
+
+    #[used]
+    #[link_section = ".init_array"]
+    static BEFORE_MAIN: extern "C" fn() = before_main;
+
+    /// Puts SIGSEGV and SIGBUS back to their default action (the process dies on a fault).
+    pub fn fault_signals_to_default() {
+        // SAFETY: only signal dispositions change; no handler function is installed.
+        unsafe {
+            signal(SIGSEGV, SIG_DFL);
+            signal(SIGBUS, SIG_DFL);
+        }
+    }
+
     pub fn set_nofile_limit(limit: &Rlimit) -> io::Result<()> {
         // SAFETY: `limit` is a live, correctly laid out struct rlimit.
         if unsafe { setrlimit(RLIMIT_NOFILE, limit) } == 0 {
@@ -282,4 +333,14 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     {
         Err(io::ErrorKind::Unsupported.into())
     }
+}
+
+/// Undoes what tcpfwd's ELF constructor did before `main` (Linux): SIGSEGV and SIGBUS are
+/// set to be ignored before std's start-up, so that std gives no thread a signal alternate
+/// stack (two memory mappings per thread: with two threads per connection, `vm.max_map_count`
+/// would otherwise cap the process near 8,000 connections). Called first thing in `main`. The
+/// price: a stack overflow kills the process with SIGSEGV, without std's message.
+pub fn fault_signals_to_default() {
+    #[cfg(target_os = "linux")]
+    linux::fault_signals_to_default();
 }

@@ -1,0 +1,97 @@
+//! Resource limits, black-box: the process caps itself below the kernel limits, waits at the
+//! cap, recovers, and never dies.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::*;
+
+fn echo_once(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    stream.write_all(message).unwrap();
+    let mut back = vec![0; message.len()];
+    stream.read_exact(&mut back).unwrap();
+    back
+}
+
+#[test]
+fn over_the_open_file_limit_it_waits_at_a_cap_and_recovers() {
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    // 200 open files allow (200 - 48) / 2 = 76 connections, far fewer than --max-conns 1000.
+    let fwd = Tcpfwd::start_with_fd_limit(200, &["127.0.0.1:0", &target, "--max-conns", "1000"]);
+    let warning = fwd.wait_line("warning: the open-file limit");
+    assert!(warning.contains("--max-conns is now 76"), "{warning}");
+    let mut clients: Vec<TcpStream> = (0..90).map(|_| connect(fwd.addr())).collect();
+    assert!(
+        wait_until(PATIENCE, || backend.count() >= 76),
+        "only {} connections reached the backend",
+        backend.count()
+    );
+    fwd.wait_line("not accepting until one ends");
+    // Held at the cap, alive: the 14 others wait in the backlog.
+    assert!(!wait_until(Duration::from_millis(300), || backend.count() > 76));
+    assert_eq!(
+        fwd.lines()
+            .iter()
+            .filter(|l| l.contains("warning:"))
+            .count(),
+        1
+    );
+    // Ending 20 lets the 14 waiting ones through; they are served.
+    clients.drain(..20);
+    assert!(wait_until(PATIENCE, || backend.count() == 90));
+    let last = clients.last_mut().unwrap();
+    assert_eq!(echo_once(last, b"still here"), b"still here");
+    drop(clients);
+    let mut fresh = connect(fwd.addr());
+    assert_eq!(echo_once(&mut fresh, b"recovered"), b"recovered");
+    assert!(threads_of(fwd.pid()).is_some(), "tcpfwd died");
+}
+
+#[test]
+fn a_target_given_by_name_is_resolved_inside_a_connection_thread() {
+    // Name resolution through the C library is the deepest a connection thread's stack goes.
+    let backend = Backend::echo();
+    let target = format!("localhost:{}", backend.addr.port());
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target, "-v"]);
+    for round in 0..3 {
+        let mut client = connect(fwd.addr());
+        let message = pattern(20_000, round);
+        assert!(echo_once(&mut client, &message) == message, "echo differs");
+    }
+    assert!(threads_of(fwd.pid()).is_some(), "tcpfwd died");
+}
+
+#[test]
+fn each_thread_has_two_memory_mappings_at_most() {
+    // std adds a signal stack (two more mappings) to every thread unless tcpfwd keeps it from
+    // doing so; with two threads per connection, vm.max_map_count would cap the process near
+    // 8,000 connections.
+    if !std::path::Path::new("/proc/self/maps").exists() {
+        return;
+    }
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target]);
+    let maps = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let (maps_before, threads_before) = (maps(fwd.pid()), threads_of(fwd.pid()).unwrap());
+    let mut clients: Vec<TcpStream> = (0..100).map(|_| connect(fwd.addr())).collect();
+    for c in &mut clients {
+        assert_eq!(echo_once(c, b"x"), b"x");
+    }
+    let threads = threads_of(fwd.pid()).unwrap() - threads_before;
+    let added = maps(fwd.pid()).saturating_sub(maps_before);
+    assert!(threads >= 200, "{threads} threads for 100 connections");
+    // Two per thread (stack and guard page), plus a few for malloc arenas.
+    assert!(
+        added <= 2 * threads + 40,
+        "{added} mappings for {threads} threads"
+    );
+}
