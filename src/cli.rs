@@ -519,7 +519,7 @@ Rule options:                                      default
   --max-conns N         connections at once; then stop accepting   1024
   --allow CIDR          accept only these clients (repeatable)     all
   --deny CIDR           refuse these clients (repeatable, wins)    none
-  --buffer-size SIZE    copy buffer per direction                  16k
+  --buffer-size SIZE    copy buffer per direction                  64k
   --segment-size SIZE   at most SIZE bytes per send (+NODELAY)     off
   --mss SIZE            TCP_MAXSEG on the listener (Linux)         off
   --nagle               leave Nagle's algorithm on                 off
@@ -572,7 +572,7 @@ mod tests {
             r.to_string(),
             ":8080 10.0.0.5:80 --balance round-robin --health-interval 0 --down-after 1 \
              --down-for 10s --connect-timeout 5s --idle-timeout 0 --fin-timeout 1m \
-             --keepalive 1m --max-conns 1024 --buffer-size 16k"
+             --keepalive 1m --max-conns 1024 --buffer-size 64k"
         );
     }
 

@@ -6,9 +6,11 @@ use std::time::Duration;
 use crate::addr::{Acl, HostPort, ListenAddr};
 use crate::units::{ShowDuration, ShowSize};
 
-/// Copy buffer per direction: 16 KiB matched 64 KiB on throughput and CPU, and stays below
-/// malloc's mmap threshold (NOTES.md).
-pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
+/// Copy buffer per direction, allocated only once a connection carries bulk data (the relay
+/// reads into a small stack buffer first): 64 KiB cut the forwarder's CPU per GiB by a quarter
+/// against 16 KiB (`make bench`, README "Performance") and stays below malloc's mmap
+/// threshold (128 KiB and above slow connection set-up, NOTES.md).
+pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 
 /// One listener and what to do with each connection it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -310,7 +310,9 @@ fn start_peer(
         Peer::Tcpfwd => {
             let mut config = String::new();
             for (front, back) in fronts.iter().zip(backs) {
-                let _ = writeln!(config, "{front} {back} --max-conns {max_conns}");
+                // `TCPFWD_BENCH_ARGS="--buffer-size 64k"` tries other settings.
+                let extra = std::env::var("TCPFWD_BENCH_ARGS").unwrap_or_default();
+                let _ = writeln!(config, "{front} {back} --max-conns {max_conns} {extra}");
             }
             let path = dir.join("tcpfwd.conf");
             std::fs::write(&path, config).ok()?;
