@@ -25,11 +25,11 @@ const ROW_TIME: Duration = Duration::from_secs(2);
 const ROW_BYTES: u64 = 16 << 30;
 /// Connections per second: clients at once, connections at most, time at most.
 const CONCURRENCY: usize = 50;
-const CONN_COUNT: usize = 20_000;
+const CONN_COUNT: usize = 30_000;
 /// Connections at most when `TCPFWD_BENCH_CONN_SECS` is set.
 const CONN_COUNT_LONG: usize = 200_000;
 /// (`TCPFWD_BENCH_CONN_SECS` overrides the time, for profiling.)
-const CONN_TIME: Duration = Duration::from_secs(2);
+const CONN_TIME: Duration = Duration::from_secs(3);
 /// Ping-pong: exchanges at most and time at most per size.
 const PING_COUNT: usize = 5_000;
 const PING_TIME: Duration = Duration::from_millis(1500);
@@ -215,6 +215,12 @@ impl Peer {
             Peer::Nginx => Some("nginx"),
             Peer::Socat => Some("socat"),
         }
+    }
+
+    /// Whether its CPU time can be read: socat forks a process per connection, whose time
+    /// reaches its parent's figures only once reaped, so it is left out.
+    fn cpu_measured(self) -> bool {
+        !matches!(self, Peer::Direct | Peer::Socat)
     }
 
     /// Installed, and chosen (`TCPFWD_BENCH_PEERS=tcpfwd,haproxy` measures only those).
@@ -503,12 +509,12 @@ fn throughput(addr: SocketAddr, streams: usize, up: bool) -> (u64, f64) {
 
 /// Connect, 64 B echo, close, by [`CONCURRENCY`] clients at once; returns completed
 /// connections, failures and seconds taken.
-fn connection_rate(addr: SocketAddr) -> (usize, usize, f64) {
+fn connection_rate(addr: SocketAddr, time: Duration) -> (usize, usize, f64) {
     let start = Instant::now();
     let time = std::env::var("TCPFWD_BENCH_CONN_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .map_or(CONN_TIME, Duration::from_secs);
+        .map_or(time, Duration::from_secs);
     let deadline = start + time;
     let count = if time > CONN_TIME {
         CONN_COUNT_LONG
@@ -551,26 +557,37 @@ fn connection_rate(addr: SocketAddr) -> (usize, usize, f64) {
     )
 }
 
-/// One connection, `size`-byte messages echoed back and forth; returns p50 and p99 in µs.
-fn ping_pong(addr: SocketAddr, size: usize) -> Option<(f64, f64)> {
-    let mut s = client(addr).ok()?;
-    s.set_nodelay(true).ok()?;
+/// One connection, `size`-byte messages echoed back and forth for at most `time`; returns
+/// each exchange's time in µs (none on failure).
+fn ping_pong(addr: SocketAddr, size: usize, time: Duration) -> Vec<f64> {
+    let mut times = Vec::with_capacity(PING_COUNT);
+    let Ok(mut s) = client(addr) else {
+        return times;
+    };
+    if s.set_nodelay(true).is_err() {
+        return times;
+    }
     let message = vec![1u8; size];
     let mut back = vec![0u8; size];
-    let mut times = Vec::with_capacity(PING_COUNT);
     let start = Instant::now();
-    for i in 0..PING_COUNT + 20 {
-        if start.elapsed() > PING_TIME {
+    for i in 0..PING_COUNT + 5 {
+        if start.elapsed() > time {
             break;
         }
         let t = Instant::now();
-        s.write_all(&message).ok()?;
-        s.read_exact(&mut back).ok()?;
+        if s.write_all(&message).is_err() || s.read_exact(&mut back).is_err() {
+            break;
+        }
         // The first exchanges warm up caches and buffers.
-        if i >= 20 {
+        if i >= 5 {
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
+    times
+}
+
+/// p50 and p99 of `times`.
+fn percentiles(times: &mut [f64]) -> Option<(f64, f64)> {
     if times.is_empty() {
         return None;
     }
@@ -687,56 +704,112 @@ const PING_ROWS: [(&str, &str, usize); 2] = [
     ),
 ];
 
-/// Traffic rows for one peer, each with fresh servers.
-fn measure_traffic(peer: Peer, table: &mut Table, dir: &Path) {
-    let servers = [
-        Server::start(Kind::Sink),
-        Server::start(Kind::Source),
-        Server::start(Kind::Echo),
-    ];
-    let backs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-    let Some(mut running) = start_peer(peer, &backs, 1024, fd_limit(), dir) else {
-        return;
-    };
-    let (sink, source, echo) = (running.fronts[0], running.fronts[1], running.fronts[2]);
-    let pids = running.pids();
-    let (mut cpu, mut gib) = (0.0, 0.0);
-    for (row, streams, up) in TPUT_ROWS.into_iter().filter(|_| part("tput")) {
-        let before = cpu_seconds(&pids);
-        let (bytes, secs) = throughput(if up { sink } else { source }, streams, up);
-        cpu += cpu_seconds(&pids) - before;
-        gib += bytes as f64 / (1u64 << 30) as f64;
-        table.put(row, peer, bytes as f64 * 8.0 / secs / 1e9, 1);
+/// Rounds per peer of the connection and ping-pong rows. The peers take turns, so that a
+/// change in the machine's load (other work on a shared machine) falls on all of them alike.
+const ROUNDS: u32 = 3;
+
+/// A peer running in front of servers of its own during the traffic rows.
+struct Live {
+    peer: Peer,
+    running: Running,
+    _servers: [Server; 3],
+}
+
+impl Live {
+    fn start(peer: Peer, dir: &Path) -> Option<Live> {
+        let servers = [
+            Server::start(Kind::Sink),
+            Server::start(Kind::Source),
+            Server::start(Kind::Echo),
+        ];
+        let backs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        let running = start_peer(peer, &backs, 1024, fd_limit(), dir)?;
+        Some(Live {
+            peer,
+            running,
+            _servers: servers,
+        })
     }
-    if peer != Peer::Direct && gib > 0.0 {
-        table.put(CPU_GIB, peer, cpu / gib * 1e3, 0);
+
+    fn front(&self, kind: Kind) -> SocketAddr {
+        self.running.fronts[kind as usize]
+    }
+}
+
+/// Every traffic row for every peer, all running at once, taking turns.
+fn measure_traffic(table: &mut Table, dir: &Path) {
+    let mut live: Vec<Live> = PEERS
+        .iter()
+        .filter_map(|&peer| Live::start(peer, dir))
+        .collect();
+    if part("tput") {
+        let mut cpu_gib = vec![(0.0, 0.0); live.len()];
+        for (row, streams, up) in TPUT_ROWS {
+            for (l, (cpu, gib)) in live.iter().zip(cpu_gib.iter_mut()) {
+                let pids = l.running.pids();
+                let before = cpu_seconds(&pids);
+                let front = l.front(if up { Kind::Sink } else { Kind::Source });
+                let (bytes, secs) = throughput(front, streams, up);
+                *cpu += cpu_seconds(&pids) - before;
+                *gib += bytes as f64 / (1u64 << 30) as f64;
+                table.put(row, l.peer, bytes as f64 * 8.0 / secs / 1e9, 1);
+            }
+        }
+        for (l, (cpu, gib)) in live.iter().zip(cpu_gib) {
+            if l.peer.cpu_measured() && gib > 0.0 {
+                table.put(CPU_GIB, l.peer, cpu / gib * 1e3, 0);
+            }
+        }
+        println!("throughput rows done");
     }
     if part("conn") {
-        let before = cpu_seconds(&pids);
-        let (done, failed, secs) = connection_rate(echo);
-        let cpu = cpu_seconds(&pids) - before;
-        table.put(CONN_RATE, peer, done as f64 / secs, 0);
-        if failed > 0 {
-            println!(
-                "{}: {failed} of {} connections failed",
-                peer.name(),
-                done + failed
-            );
+        let mut sums = vec![(0, 0, 0.0, 0.0); live.len()];
+        for _ in 0..ROUNDS {
+            for (l, (done, failed, secs, cpu)) in live.iter().zip(sums.iter_mut()) {
+                let pids = l.running.pids();
+                let before = cpu_seconds(&pids);
+                let (d, f, t) = connection_rate(l.front(Kind::Echo), CONN_TIME / ROUNDS);
+                *cpu += cpu_seconds(&pids) - before;
+                (*done, *failed, *secs) = (*done + d, *failed + f, *secs + t);
+            }
         }
-        if peer != Peer::Direct && done > 0 {
-            table.put(CPU_CONN, peer, cpu / done as f64 * 1e6, 0);
+        for (l, (done, failed, secs, cpu)) in live.iter().zip(sums) {
+            table.put(CONN_RATE, l.peer, done as f64 / secs, 0);
+            if failed > 0 {
+                println!(
+                    "{}: {failed} of {} connections failed",
+                    l.peer.name(),
+                    done + failed
+                );
+            }
+            if l.peer.cpu_measured() && done > 0 {
+                table.put(CPU_CONN, l.peer, cpu / done as f64 * 1e6, 0);
+            }
+        }
+        println!("connection rows done");
+    }
+    if part("ping") {
+        for (p50_row, p99_row, size) in PING_ROWS {
+            let mut times = vec![Vec::new(); live.len()];
+            for _ in 0..ROUNDS {
+                for (l, times) in live.iter().zip(times.iter_mut()) {
+                    times.extend(ping_pong(l.front(Kind::Echo), size, PING_TIME / ROUNDS));
+                }
+            }
+            for (l, mut times) in live.iter().zip(times) {
+                if let Some((p50, p99)) = percentiles(&mut times) {
+                    table.put(p50_row, l.peer, p50, 1);
+                    table.put(p99_row, l.peer, p99, 1);
+                }
+            }
+        }
+        println!("ping-pong rows done");
+    }
+    for l in &mut live {
+        if !l.running.alive() {
+            println!("{} died during the traffic rows", l.peer.name());
         }
     }
-    for (p50_row, p99_row, size) in PING_ROWS.into_iter().filter(|_| part("ping")) {
-        if let Some((p50, p99)) = ping_pong(echo, size) {
-            table.put(p50_row, peer, p50, 1);
-            table.put(p99_row, peer, p99, 1);
-        }
-    }
-    if !running.alive() {
-        println!("{} died during the traffic rows", peer.name());
-    }
-    println!("{} traffic rows done", peer.name());
 }
 
 const HELD_MEM_1K: &str = "user memory per held conn at 1,000, KiB";
@@ -893,9 +966,7 @@ fn bench() {
     }
     let mut table = Table::default();
     if part("tput") || part("conn") || part("ping") {
-        for peer in PEERS {
-            measure_traffic(peer, &mut table, &dir);
-        }
+        measure_traffic(&mut table, &dir);
     }
     if part("held") {
         for peer in [Peer::Tcpfwd, Peer::Haproxy, Peer::Nginx] {
