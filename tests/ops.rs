@@ -95,7 +95,7 @@ fn check_prints_rules_with_comments_quotes_and_command_line_defaults() {
          --down-for 10s --connect-timeout 5s --idle-timeout 7s --fin-timeout 1m --keepalive 1m \
          --max-conns 1024 --buffer-size 64k"
             .to_string(),
-        "--connect :3128 --connect-ports 443,8443 --auth b\"ob:*** --connect-timeout 5s \
+        "--connect :3128 --connect-ports 443,8443 --auth \"b\\\"ob:***\" --connect-timeout 5s \
          --idle-timeout 7s --fin-timeout 1m --keepalive 1m --max-conns 1024 --buffer-size 64k"
             .to_string(),
     ];
