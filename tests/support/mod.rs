@@ -628,4 +628,107 @@ impl Backend {
         });
         assert!(refused, "{addr} still accepts after stop");
     }
+/// Virtual size of a process in bytes, as its own kernel would report it (Linux): `VmSize`
+/// natively; under qemu-user the sum of the guest's mappings (see [`guest_memory_of`]),
+/// because `VmSize` there is the host qemu process's (4 GiB of reserved guest space plus
+/// qemu's own per-thread host stacks) and says nothing about the guest.
+pub fn address_space_of(pid: u32) -> Option<u64> {
+    if under_emulation() {
+        return Some(guest_memory_of(pid)?.size);
+    }
+    status_bytes(pid, "VmSize:")
+}
+
+/// Resident user memory of a process in bytes (Linux): `VmRSS` natively; under qemu-user
+/// the resident part of the guest's mappings (qemu's own memory left out).
+pub fn resident_of(pid: u32) -> Option<u64> {
+    if under_emulation() {
+        return Some(guest_memory_of(pid)?.resident);
+    }
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A `KEY:  N kB` line of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The memory of a qemu-user guest, in bytes.
+pub struct GuestMemory {
+    /// Address space the guest has mapped.
+    pub size: u64,
+    /// The resident part of it.
+    pub resident: u64,
+}
+
+/// One mapping of `/proc/PID/smaps`.
+struct Mapping {
+    start: u64,
+    end: u64,
+    /// A free-space placeholder: `---p` with MAP_NORESERVE.
+    placeholder: bool,
+    executable_file: bool,
+    resident: u64,
+}
+
+/// The guest memory of a process run by qemu-user, read from the host's `/proc/PID/smaps`
+/// (qemu fakes `/proc/self/maps` only for the guest itself, not for other processes).
+///
+/// A 32-bit guest lives in one window of host address space that qemu reserves whole: an
+/// unbroken run of mappings around the guest's executable. Free guest space in it is a
+/// `PROT_NONE` placeholder mapped with MAP_NORESERVE (flag `nr`); everything else in the window
+/// is a guest mapping (code, data, heap, stacks, guard pages). The sum misses only guest
+/// `PROT_NONE` mappings that also asked for MAP_NORESERVE: the unused tail of glibc's malloc
+/// arenas (at most 1 MiB each on 32-bit).
+pub fn guest_memory_of(pid: u32) -> Option<GuestMemory> {
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_tcpfwd")).ok()?;
+    let exe = exe.to_str()?;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut maps: Vec<Mapping> = Vec::new();
+    let mut current: Option<Mapping> = None;
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            let mut map = current.take()?;
+            map.placeholder &= flags.split_whitespace().any(|f| f == "nr");
+            maps.push(map);
+            continue;
+        }
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            current.as_mut()?.resident = kib * 1024;
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let Some((start, end)) = fields.next().and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue; // another "Key: value" line
+        };
+        current = Some(Mapping {
+            start,
+            end,
+            placeholder: fields.next() == Some("---p"),
+            executable_file: line.ends_with(exe),
+            resident: 0,
+        });
+    }
+    let at = maps.iter().position(|m| m.executable_file)?;
+    // Widen from the executable's mapping while the mappings touch each other.
+    let (mut first, mut last) = (at, at);
+    while first > 0 && maps[first - 1].end == maps[first].start {
+        first -= 1;
+    }
+    while last + 1 < maps.len() && maps[last].end == maps[last + 1].start {
+        last += 1;
+    }
+    let guest = maps[first..=last].iter().filter(|m| !m.placeholder);
+    Some(GuestMemory {
+        size: guest.clone().map(|m| m.end - m.start).sum(),
+        resident: guest.map(|m| m.resident).sum(),
+    })
 }

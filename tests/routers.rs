@@ -1,0 +1,95 @@
+//! What routers need: a 32-bit address space that holds many connections.
+//!
+//! Run by `make cross-test` (under qemu-user) and by hand with
+//! `cargo test --test routers -- --ignored --nocapture`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use support::*;
+
+const CONNECTIONS: usize = 1000;
+
+type Held = Arc<Mutex<Vec<TcpStream>>>;
+
+/// A backend that greets each client and keeps its connection open until the test lets go
+/// (no thread per held connection, so the test itself stays small when emulated too).
+fn greeting_holder() -> (Backend, Held) {
+    let held: Held = Arc::default();
+    let keep = Arc::clone(&held);
+    let backend = Backend::start(move |mut s| {
+        let _ = s.write_all(b"ok");
+        keep.lock().unwrap().push(s);
+    });
+    (backend, held)
+}
+
+#[test]
+#[ignore = "1,000 connections: run by make cross-test, or with --ignored"]
+fn a_thousand_connections_fit_well_inside_a_32_bit_address_space() {
+    let _ = tcpfwd::sys::raise_fd_limit(); // this test holds 2,000 sockets itself
+    let (backend, held_by_backend) = greeting_holder();
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &backend.addr.to_string()]);
+    let pid = fwd.pid();
+    let idle = address_space_of(pid).expect("address space of tcpfwd");
+    let idle_resident = resident_of(pid).expect("resident memory of tcpfwd");
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(CONNECTIONS);
+    for i in 0..CONNECTIONS {
+        let mut client = connect(fwd.addr());
+        let mut greeting = [0; 2];
+        client.read_exact(&mut greeting).unwrap();
+        assert_eq!(&greeting, b"ok", "connection {i}");
+        clients.push(client);
+    }
+    let setup = started.elapsed();
+    let threads = threads_of(pid).expect("threads of tcpfwd");
+    // Two threads per connection: all of them are being forwarded at once.
+    assert!(
+        threads >= 2 * CONNECTIONS,
+        "{threads} threads for {CONNECTIONS} connections"
+    );
+    let held = address_space_of(pid).expect("address space of tcpfwd");
+    let resident = resident_of(pid).expect("resident memory of tcpfwd");
+    let per_connection = |now: u64, before: u64| now.saturating_sub(before) / CONNECTIONS as u64;
+    let how = if under_emulation() {
+        ", qemu-user guest mappings"
+    } else {
+        ""
+    };
+    eprintln!(
+        "{CONNECTIONS} connections ({} bits{how}): address space {} KiB idle, {} KiB held \
+         ({} KiB per connection); resident {} KiB idle, {} KiB held ({} KiB per connection); \
+         {threads} threads; set up in {:.1} s",
+        usize::BITS,
+        idle / 1024,
+        held / 1024,
+        per_connection(held, idle) / 1024,
+        idle_resident / 1024,
+        resident / 1024,
+        per_connection(resident, idle_resident) / 1024,
+        setup.as_secs_f64()
+    );
+    if cfg!(target_pointer_width = "32") {
+        // A 32-bit process has 2-3 GiB of user address space; std's default 2 MiB stacks
+        // would need 4 GiB here.
+        assert!(
+            held < 512 << 20,
+            "{} MiB of address space for {CONNECTIONS} connections",
+            held >> 20
+        );
+    }
+    // Both sides close: every connection ends cleanly and is logged.
+    drop(clients);
+    held_by_backend.lock().unwrap().clear();
+    let ends = fwd.wait_lines("end=", CONNECTIONS);
+    let unclean: Vec<&String> = ends
+        .iter()
+        .filter(|l| !l.ends_with("end=client-eof") && !l.ends_with("end=target-eof"))
+        .collect();
+    assert!(unclean.is_empty(), "{unclean:?}");
+}
