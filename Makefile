@@ -3,7 +3,14 @@ CARGO   ?= cargo
 PREFIX  ?= /usr/local
 DESTDIR ?=
 
+# Cross builds (Debian 12 with the shared tools; a rustup machine: see README "On routers").
+SHARED  ?= ../shared
+TARGET  ?= armv7-unknown-linux-gnueabihf
+CROSS_TARGETS    ?= armv7-unknown-linux-gnueabihf mipsel-unknown-linux-gnu
+PORTABLE_TARGETS ?= x86_64-pc-windows-msvc x86_64-apple-darwin
+
 .PHONY: build release small test check bench install clean
+.PHONY: cross cross-test cross-setup cross-ci portable-check
 
 build:
 	$(CARGO) build
@@ -22,6 +29,47 @@ check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+
+# cross-test builds a release of TARGET with -Zbuild-std (std optimised for size) and runs
+# `cargo test` under qemu-user. CROSS_ENV makes that release the `small` profile of
+# Cargo.toml (opt-level z, stripped; lto, codegen-units 1, unwind come from release) and
+# builds the tests (and their std) at opt-level 1: unoptimised code under qemu is ~10x
+# slower; debug assertions and overflow checks stay on. TCPFWD_UNDER_QEMU=1 tells the
+# tests (tests/support: under_emulation, runner).
+CROSS_ENV = CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_STRIP=true \
+	CARGO_PROFILE_DEV_OPT_LEVEL=1 TCPFWD_UNDER_QEMU=1
+
+# Size-optimised release for TARGET: target/$(TARGET)/release/tcpfwd.
+cross:
+	$(CROSS_ENV) CROSS_SKIP_TEST=1 $(SHARED)/tools/cross-test $(TARGET)
+
+# Every test under qemu-user, then the 1,000-connection address-space test.
+cross-test:
+	$(CROSS_ENV) $(SHARED)/tools/cross-test $(TARGET)
+	$(CROSS_ENV) CROSS_SKIP_BUILD=1 $(SHARED)/tools/cross-test $(TARGET) \
+		-- --test routers -- --ignored --nocapture
+
+# Installs the compilers, std source, cross linkers and qemu for CROSS_TARGETS (root).
+cross-setup:
+	$(SHARED)/tools/cross-setup $(CROSS_TARGETS)
+
+# What CI runs after `make check`.
+cross-ci: cross-setup
+	for t in $(CROSS_TARGETS); do $(MAKE) cross-test TARGET=$$t || exit 1; done
+	$(MAKE) portable-check
+
+# The non-Linux cfg branches compile: `cargo check` (no linking, so no SDK or linker needed)
+# with std rebuilt from Debian's rust-web-src (installed by cross-setup). Warnings fail it.
+portable-check:
+	@mkdir -p target
+	@for t in $(PORTABLE_TARGETS); do \
+		echo "portable-check: $$t"; \
+		RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 $(CARGO) check -Zbuild-std=std,panic_unwind \
+			--target $$t --all-targets >target/portable-check.log 2>&1; rc=$$?; \
+		grep -v '^ *\(Compiling\|Checking\)' target/portable-check.log; \
+		[ $$rc = 0 ] || exit 1; \
+		if grep -q '^warning' target/portable-check.log; then echo "portable-check: warnings on $$t"; exit 1; fi; \
+	done
 
 bench: release
 	$(CARGO) test --release --test bench -- --ignored --nocapture --test-threads=1
