@@ -28,6 +28,11 @@ fn greeting_holder() -> (Backend, Held) {
     (backend, held)
 }
 
+/// Address space and resident memory of a process, where they can be told (see support).
+fn memory(pid: u32) -> Option<(u64, u64)> {
+    Some((address_space_of(pid)?, resident_of(pid)?))
+}
+
 #[test]
 #[ignore = "1,000 connections: run by make cross-test, or with --ignored"]
 fn a_thousand_connections_fit_well_inside_a_32_bit_address_space() {
@@ -35,8 +40,7 @@ fn a_thousand_connections_fit_well_inside_a_32_bit_address_space() {
     let (backend, held_by_backend) = greeting_holder();
     let fwd = Tcpfwd::start(&["127.0.0.1:0", &backend.addr.to_string()]);
     let pid = fwd.pid();
-    let idle = address_space_of(pid).expect("address space of tcpfwd");
-    let idle_resident = resident_of(pid).expect("resident memory of tcpfwd");
+    let idle = memory(pid);
     let started = Instant::now();
     let mut clients = Vec::with_capacity(CONNECTIONS);
     for i in 0..CONNECTIONS {
@@ -53,35 +57,41 @@ fn a_thousand_connections_fit_well_inside_a_32_bit_address_space() {
         threads >= 2 * CONNECTIONS,
         "{threads} threads for {CONNECTIONS} connections"
     );
-    let held = address_space_of(pid).expect("address space of tcpfwd");
-    let resident = resident_of(pid).expect("resident memory of tcpfwd");
-    let per_connection = |now: u64, before: u64| now.saturating_sub(before) / CONNECTIONS as u64;
-    let how = if under_emulation() {
-        ", qemu-user guest mappings"
-    } else {
-        ""
-    };
+    let held = memory(pid);
+    let how = if under_emulation() { ", qemu-user" } else { "" };
     eprintln!(
-        "{CONNECTIONS} connections ({} bits{how}): address space {} KiB idle, {} KiB held \
-         ({} KiB per connection); resident {} KiB idle, {} KiB held ({} KiB per connection); \
-         {threads} threads; set up in {:.1} s",
+        "{CONNECTIONS} connections ({} bits{how}): {threads} threads, set up in {:.1} s",
         usize::BITS,
-        idle / 1024,
-        held / 1024,
-        per_connection(held, idle) / 1024,
-        idle_resident / 1024,
-        resident / 1024,
-        per_connection(resident, idle_resident) / 1024,
         setup.as_secs_f64()
     );
-    if cfg!(target_pointer_width = "32") {
-        // A 32-bit process has 2-3 GiB of user address space; std's default 2 MiB stacks
-        // would need 4 GiB here.
-        assert!(
-            held < 512 << 20,
-            "{} MiB of address space for {CONNECTIONS} connections",
-            held >> 20
-        );
+    match (idle, held) {
+        (Some((idle_size, idle_resident)), Some((size, resident))) => {
+            let per = |now: u64, before: u64| now.saturating_sub(before) / CONNECTIONS as u64;
+            eprintln!(
+                "address space {} KiB idle, {} KiB held ({} KiB per connection); \
+                 resident {} KiB idle, {} KiB held ({} KiB per connection)",
+                idle_size >> 10,
+                size >> 10,
+                per(size, idle_size) >> 10,
+                idle_resident >> 10,
+                resident >> 10,
+                per(resident, idle_resident) >> 10,
+            );
+            if cfg!(target_pointer_width = "32") {
+                // A 32-bit process has 2-3 GiB of user address space; std's default 2 MiB
+                // stacks would need 4 GiB here.
+                assert!(
+                    size < 512 << 20,
+                    "{} MiB of address space for {CONNECTIONS} connections",
+                    size >> 20
+                );
+            }
+        }
+        _ => {
+            // Only a 64-bit guest under qemu, whose mappings mix with qemu's own.
+            assert!(cfg!(target_pointer_width = "64") && under_emulation());
+            eprintln!("memory not measured: a 64-bit guest's mappings lie among qemu's");
+        }
     }
     // Both sides close: every connection ends cleanly and is logged.
     drop(clients);

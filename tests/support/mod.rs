@@ -682,8 +682,12 @@ struct Mapping {
 /// `PROT_NONE` placeholder mapped with MAP_NORESERVE (flag `nr`); everything else in the window
 /// is a guest mapping (code, data, heap, stacks, guard pages). The sum misses only guest
 /// `PROT_NONE` mappings that also asked for MAP_NORESERVE: the unused tail of glibc's malloc
-/// arenas (at most 1 MiB each on 32-bit).
+/// arenas (at most 1 MiB each on 32-bit). `None` for a 64-bit guest.
 pub fn guest_memory_of(pid: u32) -> Option<GuestMemory> {
+    // A 64-bit guest has no reserved window: its mappings lie among qemu's own.
+    if cfg!(target_pointer_width = "64") {
+        return None;
+    }
     let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_tcpfwd")).ok()?;
     let exe = exe.to_str()?;
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
