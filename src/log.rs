@@ -126,14 +126,13 @@ impl fmt::Display for Record<'_> {
             Some(t) => write!(f, "{t}")?,
             None => write!(f, "-")?,
         }
-        let ms = self.duration.as_millis();
         write!(
             f,
             " up={} down={} dur={}.{:03} end={}",
             self.up,
             self.down,
-            ms / 1000,
-            ms % 1000,
+            self.duration.as_secs(),
+            self.duration.subsec_millis(),
             self.end
         )?;
         if let Some(user) = self.user {
