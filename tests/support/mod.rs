@@ -628,6 +628,8 @@ impl Backend {
         });
         assert!(refused, "{addr} still accepts after stop");
     }
+}
+
 /// Virtual size of a process in bytes, as its own kernel would report it (Linux): `VmSize`
 /// natively; under qemu-user the sum of the guest's mappings (see [`guest_memory_of`]),
 /// because `VmSize` there is the host qemu process's (4 GiB of reserved guest space plus
