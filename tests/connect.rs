@@ -67,21 +67,7 @@ fn tunnels_megabytes_both_ways_at_once() {
     let fwd = proxy_to(&backend, &[]);
     let mut client = tunnel(&fwd, &backend.addr.to_string(), b"");
     let data = pattern(4 << 20, 7);
-    let mut writer = client.try_clone().unwrap();
-    let sent = data.clone();
-    // Writing and reading at once: copying one direction after the other would deadlock.
-    let write = spawn(move || {
-        writer.write_all(&sent).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let echoed = read_all(&mut client);
-    write.join().unwrap();
-    assert!(
-        echoed == data,
-        "echo differs ({} of {} bytes)",
-        echoed.len(),
-        data.len()
-    );
+    echo_both_ways_at_once(&mut client, &data);
     // Tunnel bytes only: neither the head nor the 200 is counted.
     let line = fwd.wait_line("end=client-eof");
     let expected = format!(

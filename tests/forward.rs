@@ -22,22 +22,7 @@ fn forwards_megabytes_both_ways_at_once() {
     let fwd = forward_to(&backend, &[]);
     let mut client = connect(fwd.addr());
     let data = pattern(4 << 20, 1);
-    let mut writer = client.try_clone().unwrap();
-    let sent = data.clone();
-    // Writing and reading at once: a forwarder that copies one direction after the other
-    // would deadlock here once the socket buffers fill.
-    let write = spawn(move || {
-        writer.write_all(&sent).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let echoed = read_all(&mut client);
-    write.join().unwrap();
-    assert!(
-        echoed == data,
-        "echo differs ({} of {} bytes)",
-        echoed.len(),
-        data.len()
-    );
+    echo_both_ways_at_once(&mut client, &data);
     let line = fwd.wait_line("end=client-eof");
     assert!(
         line.contains(&format!("up={} down={}", data.len(), data.len())),

@@ -751,3 +751,23 @@ pub fn guest_memory_of(pid: u32) -> Option<GuestMemory> {
         resident: guest.map(|m| m.resident).sum(),
     })
 }
+
+/// Sends `data` through an echo path while reading the echo at the same time (a forwarder
+/// that copies one direction after the other would deadlock once the socket buffers fill),
+/// then shuts down the write half; asserts the echo is byte-exact.
+pub fn echo_both_ways_at_once(client: &mut TcpStream, data: &[u8]) {
+    let mut writer = client.try_clone().unwrap();
+    let sent = data.to_vec();
+    let write = spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let echoed = read_all(client);
+    write.join().unwrap();
+    assert!(
+        echoed == data,
+        "echo differs ({} of {} bytes)",
+        echoed.len(),
+        data.len()
+    );
+}
