@@ -337,28 +337,6 @@ fn accept_proxy_uses_the_carried_source_address() {
     }
 }
 
-/// Asserts the client was closed without a byte from tcpfwd.
-fn assert_closed_without_data(client: &mut TcpStream) {
-    let mut buf = [0; 16];
-    // A signal may interrupt the read (EINTR): read again, a bounded number of times.
-    for _ in 0..100 {
-        match client.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => panic!("got {n} bytes: {:?}", &buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let reset = matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                );
-                assert!(reset, "{e}");
-                return;
-            }
-        }
-    }
-    panic!("the read kept being interrupted");
-}
-
 #[test]
 fn accept_proxy_closes_clients_with_an_invalid_or_truncated_header() {
     let backend = Backend::echo();

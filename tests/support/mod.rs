@@ -771,3 +771,25 @@ pub fn echo_both_ways_at_once(client: &mut TcpStream, data: &[u8]) {
         data.len()
     );
 }
+
+/// Asserts the client was closed without a byte from tcpfwd.
+pub fn assert_closed_without_data(client: &mut TcpStream) {
+    let mut buf = [0; 16];
+    // A signal may interrupt the read (EINTR): read again, a bounded number of times.
+    for _ in 0..100 {
+        match client.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => panic!("got {n} bytes: {:?}", &buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let reset = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                );
+                assert!(reset, "{e}");
+                return;
+            }
+        }
+    }
+    panic!("the read kept being interrupted");
+}
