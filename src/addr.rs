@@ -206,11 +206,6 @@ impl Acl {
         }
         self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip))
     }
-
-    /// Whether the filter has no entry at all.
-    pub fn is_open(&self) -> bool {
-        self.allow.is_empty() && self.deny.is_empty()
-    }
 }
 
 /// The unspecified address of the same family, for display of `:PORT` binds.

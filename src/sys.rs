@@ -5,9 +5,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-/// Whether this build can set TCP_MAXSEG (`--mss`).
-pub const HAS_MSS: bool = cfg!(target_os = "linux");
-
 #[cfg(target_os = "linux")]
 mod linux {
     #![allow(unsafe_code)]
