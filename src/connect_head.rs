@@ -80,6 +80,8 @@ pub enum Status {
     HeaderTooLarge,
     /// 502: the name does not resolve or the connect was refused (decided by the caller).
     BadGateway,
+    /// 503: tcpfwd ran short of file descriptors, memory or local ports (decided by the caller).
+    ServiceUnavailable,
     /// 504: the connect timed out (decided by the caller).
     GatewayTimeout,
 }
@@ -116,6 +118,7 @@ impl Status {
             Status::RequestTimeout => response!(408, "Request Timeout"),
             Status::HeaderTooLarge => response!(431, "Request Header Fields Too Large"),
             Status::BadGateway => response!(502, "Bad Gateway"),
+            Status::ServiceUnavailable => response!(503, "Service Unavailable"),
             Status::GatewayTimeout => response!(504, "Gateway Timeout"),
         }
     }
@@ -602,6 +605,7 @@ mod tests {
             (RequestTimeout, "408 Request Timeout"),
             (HeaderTooLarge, "431 Request Header Fields Too Large"),
             (BadGateway, "502 Bad Gateway"),
+            (ServiceUnavailable, "503 Service Unavailable"),
             (GatewayTimeout, "504 Gateway Timeout"),
         ];
         for (status, lines) in expected {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::HostPort;
 use crate::log::End;
+use crate::sys;
 
 /// Why a connect failed.
 #[derive(Debug)]
@@ -17,6 +18,9 @@ pub enum DialError {
     Refused(io::Error),
     /// The budget ran out.
     TimedOut,
+    /// tcpfwd ran short itself (no file descriptor, memory or local port): not the target's
+    /// fault, and every other target would fail the same way.
+    Local(io::Error),
 }
 
 impl DialError {
@@ -26,6 +30,21 @@ impl DialError {
             DialError::TimedOut => End::ConnectTimeout,
             // A name that does not resolve counts as a failed connect (SPEC §1).
             DialError::Unresolved(_) | DialError::Refused(_) => End::ConnectRefused,
+            DialError::Local(_) => End::Error,
+        }
+    }
+
+    /// Whether tcpfwd ran short itself, rather than the target failing.
+    pub fn is_local(&self) -> bool {
+        matches!(self, DialError::Local(_))
+    }
+
+    /// `e` as a local shortage if it is one, else as `otherwise`.
+    pub fn from_io(e: io::Error, otherwise: fn(io::Error) -> DialError) -> DialError {
+        if sys::is_local_shortage(&e) {
+            DialError::Local(e)
+        } else {
+            otherwise(e)
         }
     }
 }
@@ -36,6 +55,7 @@ impl fmt::Display for DialError {
             DialError::Unresolved(e) => write!(f, "name does not resolve: {}", crate::reason(e)),
             DialError::Refused(e) => write!(f, "{}", crate::reason(e)),
             DialError::TimedOut => write!(f, "connect timed out"),
+            DialError::Local(e) => write!(f, "{} here", crate::reason(e)),
         }
     }
 }
@@ -44,14 +64,17 @@ impl fmt::Display for DialError {
 /// at once, and all of them share `budget`.
 pub fn dial(target: &HostPort, budget: Duration) -> Result<(TcpStream, SocketAddr), DialError> {
     let deadline = Instant::now() + budget;
-    let addrs = target.resolve().map_err(DialError::Unresolved)?;
+    let addrs = target
+        .resolve()
+        .map_err(|e| DialError::from_io(e, DialError::Unresolved))?;
     if addrs.is_empty() {
         return Err(DialError::Unresolved(io::ErrorKind::NotFound.into()));
     }
     dial_addrs(&addrs, deadline)
 }
 
-/// Connects to the first of `addrs` that accepts before `deadline`.
+/// Connects to the first of `addrs` that accepts before `deadline`; a local shortage ends
+/// the attempt at once.
 pub fn dial_addrs(
     addrs: &[SocketAddr],
     deadline: Instant,
@@ -72,8 +95,41 @@ pub fn dial_addrs(
             {
                 last = DialError::TimedOut
             }
-            Err(e) => last = DialError::Refused(e),
+            Err(e) => match DialError::from_io(e, DialError::Refused) {
+                local @ DialError::Local(_) => return Err(local),
+                refused => last = refused,
+            },
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(e: io::Error) -> bool {
+        DialError::from_io(e, DialError::Refused).is_local()
+    }
+
+    #[test]
+    fn a_shortage_of_its_own_is_told_apart_from_a_failed_target() {
+        assert!(local(io::ErrorKind::AddrNotAvailable.into())); // no free local port
+        assert!(local(io::ErrorKind::OutOfMemory.into()));
+        assert!(!local(io::ErrorKind::ConnectionRefused.into()));
+        assert!(!local(io::ErrorKind::TimedOut.into()));
+        #[cfg(unix)]
+        for (code, shortage) in [(24, true), (23, true), (111, false), (113, false)] {
+            // EMFILE, ENFILE; ECONNREFUSED, EHOSTUNREACH on Linux (x86, ARM).
+            assert_eq!(
+                local(io::Error::from_raw_os_error(code)),
+                shortage,
+                "errno {code}"
+            );
+        }
+        let emfile = DialError::Local(io::Error::from_raw_os_error(24));
+        assert_eq!(emfile.end(), End::Error);
+        #[cfg(target_os = "linux")]
+        assert_eq!(emfile.to_string(), "too many open files here");
+    }
 }

@@ -90,6 +90,8 @@ pub struct Pool {
     tick: AtomicUsize,
     /// "Every target is down" is logged once per burst.
     all_down: Burst,
+    /// A local shortage (file descriptors, memory, ports) is logged once per burst.
+    shortage: Burst,
 }
 
 /// A connection to a target; the target's open-connection count drops when `lease` is dropped.
@@ -134,6 +136,7 @@ impl Pool {
             smooth: Mutex::new(Smooth::new(forward.targets.len())),
             tick: AtomicUsize::new(0),
             all_down: Burst::default(),
+            shortage: Burst::default(),
         }
     }
 
@@ -180,6 +183,8 @@ impl Pool {
                         lease,
                     });
                 }
+                // Every other target would fail the same way.
+                Err(e) if e.is_local() => return Err(e.end()),
                 Err(e) => last = Some(e),
             }
         }
@@ -194,7 +199,11 @@ impl Pool {
     ) -> Result<(TcpStream, SocketAddr), DialError> {
         let result = dial(&member.target.addr, self.connect_timeout);
         match &result {
-            Ok(_) => member.succeeded(),
+            Ok(_) => {
+                self.shortage.clear();
+                member.succeeded();
+            }
+            Err(e) if e.is_local() => self.report_shortage(member, e),
             Err(e) => {
                 log::detail(format_args!(
                     "client {client}: target {} failed: {e}",
@@ -271,9 +280,19 @@ impl Pool {
         for member in &self.members {
             match dial(&member.target.addr, budget) {
                 Ok(_) => member.succeeded(),
+                Err(e) if e.is_local() => self.report_shortage(member, &e),
                 Err(e) => member.report_failure(member.health.probe_failed(), &e),
             }
         }
+    }
+
+    /// A connect or probe failed for want of something local: logged once per burst, and
+    /// not counted against the target's health.
+    fn report_shortage(&self, member: &Member, e: &DialError) {
+        self.shortage.problem(format_args!(
+            "cannot connect to target {}: {e} (not counted against the target)",
+            member.label
+        ));
     }
 
     /// Takes a connection slot on a target, unless it is at its `max-conns`.

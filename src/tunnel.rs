@@ -2,7 +2,8 @@
 //!
 //! The checks run in SPEC §4's order: the head (400, 431, 408, 405), credentials (407), the
 //! port (403), the name (502), the destination filter and proxy loops on every resolved address
-//! (403), the connect (502, 504). Then `200`, the bytes the client sent after its head, and the
+//! (403), the connect (502, 504; 503 when tcpfwd itself is out of file descriptors, memory
+//! or local ports). Then `200`, the bytes the client sent after its head, and the
 //! same relay as forwarding.
 //!
 //! Each refusal is logged with the `end=` word of SPEC §5 that fits it:
@@ -14,6 +15,7 @@
 //! | 403 | `denied` |
 //! | 502 | `connect-refused` |
 //! | 504 | `connect-timeout` |
+//! | 503 | `error` |
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -53,6 +55,7 @@ impl Refusal {
             Status::Forbidden => End::Denied,
             Status::BadGateway => End::ConnectRefused,
             Status::GatewayTimeout => End::ConnectTimeout,
+            Status::ServiceUnavailable => End::Error,
             Status::BadRequest
             | Status::MethodNotAllowed
             | Status::RequestTimeout
@@ -142,8 +145,8 @@ fn open(
     // One budget for resolving and connecting, as in forwarding.
     let deadline = Instant::now() + state.rule.options.connect_timeout;
     let resolved = destination.resolve().map_err(|e| {
-        let why = format!("{destination}: {}", DialError::Unresolved(e));
-        Refusal::new(Status::BadGateway, why)
+        let e = DialError::from_io(e, DialError::Unresolved);
+        Refusal::new(status_for(&e), format!("{destination}: {e}"))
     })?;
     if resolved.is_empty() {
         let why = format!("{destination}: resolves to no address");
@@ -154,18 +157,23 @@ fn open(
         let why = format!("{destination}: destination refused (--connect-deny/-allow or loop)");
         return Err(Refusal::new(Status::Forbidden, why));
     }
-    let (target, addr) = dial::dial_addrs(&permitted, deadline).map_err(|e| {
-        let status = match e {
-            DialError::TimedOut => Status::GatewayTimeout,
-            DialError::Unresolved(_) | DialError::Refused(_) => Status::BadGateway,
-        };
-        Refusal::new(status, format!("{destination}: {e}"))
-    })?;
+    let (target, addr) = dial::dial_addrs(&permitted, deadline)
+        .map_err(|e| Refusal::new(status_for(&e), format!("{destination}: {e}")))?;
     Ok(Tunnel {
         target,
         addr,
         early,
     })
+}
+
+/// The answer to a failed connect: 502 refused or unresolvable, 504 timed out, 503 when
+/// tcpfwd itself ran short (no file descriptor, memory or local port).
+fn status_for(e: &DialError) -> Status {
+    match e {
+        DialError::TimedOut => Status::GatewayTimeout,
+        DialError::Unresolved(_) | DialError::Refused(_) => Status::BadGateway,
+        DialError::Local(_) => Status::ServiceUnavailable,
+    }
 }
 
 /// The resolved addresses a tunnel may go to, in resolver order: those the destination filter
@@ -260,6 +268,32 @@ mod tests {
 
     fn addrs(list: &[&str]) -> Vec<SocketAddr> {
         list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_failed_connect_gets_the_status_and_end_of_its_cause() {
+        let cases = [
+            (DialError::TimedOut, 504, End::ConnectTimeout),
+            (
+                DialError::Refused(io::ErrorKind::ConnectionRefused.into()),
+                502,
+                End::ConnectRefused,
+            ),
+            (
+                DialError::Unresolved(io::ErrorKind::NotFound.into()),
+                502,
+                End::ConnectRefused,
+            ),
+            (
+                DialError::Local(io::ErrorKind::OutOfMemory.into()),
+                503,
+                End::Error,
+            ),
+        ];
+        for (e, code, end) in cases {
+            let refusal = Refusal::new(status_for(&e), e.to_string());
+            assert_eq!((refusal.status.code(), refusal.end), (code, end), "{e}");
+        }
     }
 
     #[test]

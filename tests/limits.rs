@@ -51,6 +51,34 @@ fn over_the_open_file_limit_it_waits_at_a_cap_and_recovers() {
     assert!(threads_of(fwd.pid()).is_some(), "tcpfwd died");
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn running_out_of_descriptors_is_not_blamed_on_the_targets() {
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let (ta, tb) = (a.addr.to_string(), b.addr.to_string());
+    // 100 open files allow 26 connections at start-up, but 60 are taken by inherited
+    // descriptors, so only about 18 fit: accepts, connects to the targets and the health
+    // probes (every 50 ms) run out of descriptors while 30 clients are held.
+    let args = ["127.0.0.1:0", &ta, &tb, "--health-interval", "50ms"];
+    let fwd = Tcpfwd::start_with_fd_limit_holding(100, 60, &args);
+    let clients: Vec<TcpStream> = (0..30).map(|_| connect(fwd.addr())).collect();
+    fwd.wait_line("too many open files");
+    // The shortage is tcpfwd's own: no target is marked down for it.
+    let blamed = |fwd: &Tcpfwd| fwd.lines().into_iter().find(|l| l.contains(" down: "));
+    assert_eq!(
+        wait_until(Duration::from_secs(1), || blamed(&fwd).is_some()).then(|| blamed(&fwd)),
+        None
+    );
+    drop(clients);
+    // Both targets still take turns once descriptors are free again.
+    let served: Vec<String> = (0..4).map(|_| served_by(fwd.addr())).collect();
+    assert!(
+        served.contains(&"a".to_string()) && served.contains(&"b".to_string()),
+        "{served:?}"
+    );
+    assert_eq!(blamed(&fwd), None);
+}
+
 #[test]
 fn a_target_given_by_name_is_resolved_inside_a_connection_thread() {
     // Name resolution through the C library is the deepest a connection thread's stack goes.

@@ -128,10 +128,19 @@ impl Tcpfwd {
 
     /// Starts `tcpfwd ARGS` under a hard open-file limit (Unix `sh`).
     pub fn start_with_fd_limit(limit: u32, args: &[&str]) -> Tcpfwd {
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""));
+        Tcpfwd::start_with_fd_limit_holding(limit, 0, args)
+    }
+
+    /// Starts `tcpfwd ARGS` under a hard open-file limit, with `held` more descriptors open
+    /// (inherited, as from a careless parent), so that it runs out of descriptors before its
+    /// start-up cap on connections stops it (`bash`: `sh` may not open descriptors above 9).
+    pub fn start_with_fd_limit_holding(limit: u32, held: u32, args: &[&str]) -> Tcpfwd {
+        let mut command = Command::new("bash");
+        command.arg("-c").arg(format!(
+            "ulimit -n {limit} && for fd in $(seq 3 {last}); do eval \"exec $fd</dev/null\"; done \
+             && exec \"$0\" \"$@\"",
+            last = held + 2
+        ));
         command
             .args(runner())
             .arg(env!("CARGO_BIN_EXE_tcpfwd"))
