@@ -80,7 +80,7 @@ pub enum Status {
     HeaderTooLarge,
     /// 502: the name does not resolve or the connect was refused (decided by the caller).
     BadGateway,
-    /// 503: tcpfwd ran short of file descriptors, memory or local ports (decided by the caller).
+    /// 503: tcpfwd ran short of file descriptors or memory (decided by the caller).
     ServiceUnavailable,
     /// 504: the connect timed out (decided by the caller).
     GatewayTimeout,

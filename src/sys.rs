@@ -314,9 +314,10 @@ pub fn connect_from(source: IpAddr, dest: SocketAddr, timeout: Duration) -> io::
     }
 }
 
-/// Whether `e` says that tcpfwd (or the system) ran out of something of its own — file
-/// descriptors (EMFILE, ENFILE), memory, or local ports (EADDRNOTAVAIL on connect) — rather
-/// than that the peer failed.
+/// Whether `e` says that tcpfwd (or the system) ran out of file descriptors (EMFILE,
+/// ENFILE) or memory, rather than that the peer failed. Not EADDRNOTAVAIL: it also means
+/// "no route from any local address" (`::1` on a host without IPv6), and even when it
+/// means "no free local port" that is per destination, so another target may still work.
 pub fn is_local_shortage(e: &io::Error) -> bool {
     // ENFILE and EMFILE are 23 and 24 on Linux (every architecture), macOS and the BSDs;
     // WSAEMFILE on Windows. ENOBUFS differs per architecture even on Linux: left out.
@@ -326,12 +327,9 @@ pub fn is_local_shortage(e: &io::Error) -> bool {
     const OUT_OF_DESCRIPTORS: &[i32] = &[10024];
     #[cfg(not(any(unix, windows)))]
     const OUT_OF_DESCRIPTORS: &[i32] = &[];
-    matches!(
-        e.kind(),
-        io::ErrorKind::OutOfMemory | io::ErrorKind::AddrNotAvailable
-    ) || e
-        .raw_os_error()
-        .is_some_and(|code| OUT_OF_DESCRIPTORS.contains(&code))
+    e.kind() == io::ErrorKind::OutOfMemory
+        || e.raw_os_error()
+            .is_some_and(|code| OUT_OF_DESCRIPTORS.contains(&code))
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.

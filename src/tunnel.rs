@@ -2,9 +2,9 @@
 //!
 //! The checks run in SPEC §4's order: the head (400, 431, 408, 405), credentials (407), the
 //! port (403), the name (502), the destination filter and proxy loops on every resolved address
-//! (403), the connect (502, 504; 503 when tcpfwd itself is out of file descriptors, memory
-//! or local ports). Then `200`, the bytes the client sent after its head, and the
-//! same relay as forwarding.
+//! (403), the connect (502, 504; 503 when tcpfwd itself is out of file descriptors or
+//! memory). Then `200`, the bytes the client sent after its head, and the same relay as
+//! forwarding.
 //!
 //! Each refusal is logged with the `end=` word of SPEC §5 that fits it:
 //!
@@ -167,7 +167,7 @@ fn open(
 }
 
 /// The answer to a failed connect: 502 refused or unresolvable, 504 timed out, 503 when
-/// tcpfwd itself ran short (no file descriptor, memory or local port).
+/// tcpfwd itself ran short (no file descriptor or memory).
 fn status_for(e: &DialError) -> Status {
     match e {
         DialError::TimedOut => Status::GatewayTimeout,
