@@ -524,12 +524,15 @@ fn curl_proxytunnel_end_to_end() {
     }
     let backend = http_backend("hello through the tunnel\n");
     let fwd = proxy_to(&backend, &["--auth", "alice:secret"]);
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-p", "-x"])
-        .arg(format!("http://alice:secret@{}", fwd.addr()))
-        .arg(format!("http://{}/", backend.addr))
-        .output()
-        .unwrap();
+    // GET the backend through the proxy at `proxy`, tunnelled (-p).
+    let curl = |proxy: String| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-p", "-x", &proxy])
+            .arg(format!("http://{}/", backend.addr))
+            .output()
+            .unwrap()
+    };
+    let out = curl(format!("http://alice:secret@{}", fwd.addr()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "curl failed: {stderr}");
     assert_eq!(
@@ -546,12 +549,7 @@ fn curl_proxytunnel_end_to_end() {
         "{line}"
     );
     // Without credentials curl sees the 407.
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-p", "-x"])
-        .arg(format!("http://{}", fwd.addr()))
-        .arg(format!("http://{}/", backend.addr))
-        .output()
-        .unwrap();
+    let out = curl(format!("http://{}", fwd.addr()));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("407"),

@@ -781,6 +781,29 @@ pub fn echo_both_ways_at_once(client: &mut TcpStream, data: &[u8]) {
     );
 }
 
+/// Asserts a client refused by the filter: closed without a byte, logged `end=denied` from
+/// `client` (the address tcpfwd saw, e.g. `127.0.0.3:`) with `target=-`, and that the
+/// backend saw only the `served` connections it had before.
+pub fn assert_denied(
+    fwd: &Tcpfwd,
+    refused: &mut TcpStream,
+    client: &str,
+    backend: &Backend,
+    served: usize,
+) {
+    assert_closed_without_data(refused);
+    let line = fwd.wait_line("end=denied");
+    assert!(
+        line.starts_with(&format!("client={client}")) && line.contains("target=-"),
+        "{line}"
+    );
+    assert_eq!(
+        backend.count(),
+        served,
+        "a denied client reached the target"
+    );
+}
+
 /// Asserts the client was closed without a byte from tcpfwd.
 pub fn assert_closed_without_data(client: &mut TcpStream) {
     let mut buf = [0; 16];
