@@ -1,39 +1,38 @@
 //! tcpfwd: a small, dependency-free TCP forwarder, load balancer and HTTP CONNECT proxy.
 //!
-//! The layers, from the outside in: [`cli`] and [`config`] turn words into a typed
-//! [`rule::Rule`]; [`server`] opens every listener; [`listener`] accepts; [`session`] takes one
-//! client through the client filter and the target [`pool`]; [`relay`] copies the bytes.
+//! The map, from the outside in (each layer imports only from the layers below it):
+//!
+//! | folder | job |
+//! |---|---|
+//! | `config/` | command line and config file → typed `Rule`s; `--check`, `--help` |
+//! | `serve/` | listen, accept, one session per client: forward or CONNECT tunnel; metrics endpoint; start-up limits |
+//! | `pool/` | the targets of a rule: balance, health, failover, dial |
+//! | `wire/` | formats on the wire: the CONNECT head and its answers, the PROXY header |
+//! | `relay/` | the heart: two threads copy the bytes, half-close at EOF |
+//! | `threads.rs` | threads with small stacks; finished ones take the next work |
+//! | `sys/` | the OS: Linux socket options std lacks, error words, the only `unsafe` |
+//!
+//! Small shared leaves: `addr` (addresses and CIDRs), `end` (the `end=` words), `log`,
+//! `counters` (32-bit-safe counters per rule), `deadline` (a total time budget).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod addr;
-pub mod balance;
-pub mod cli;
-pub(crate) mod config;
-pub mod connect_head;
-pub mod dial;
-pub mod health;
-pub mod limits;
-pub mod listener;
-pub mod log;
-pub mod metrics;
-pub mod pool;
-pub mod proxy_header;
-pub mod relay;
-pub mod rule;
-pub mod server;
-pub mod session;
-pub mod stats;
-pub mod sys;
-pub mod threads;
-pub mod tunnel;
-pub mod units;
-pub mod watch;
+mod addr;
+mod config;
+mod counters;
+mod deadline;
+mod end;
+mod log;
+mod pool;
+mod relay;
+mod serve;
+mod sys;
+mod threads;
+mod wire;
 
 use std::ffi::OsString;
-use std::io;
 
-use cli::Command;
+use config::Command;
 
 /// Runs tcpfwd with the arguments after the program name; returns the exit status.
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -42,13 +41,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
         // A bug in one connection ends that connection only; say so on one line.
         log::problem(format_args!("internal error (please report): {info}"));
     }));
-    match cli::parse_args(args) {
+    match config::parse_args(args) {
         Err(e) => {
             eprintln!("tcpfwd: {e}");
             2
         }
         Ok(Command::Help) => {
-            print!("{}", cli::HELP);
+            print!("{}", config::HELP);
             0
         }
         Ok(Command::Version) => {
@@ -65,30 +64,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
             }
             0
         }
-        Ok(Command::Run(setup)) => match server::run(setup) {
+        Ok(Command::Run(setup)) => match serve::run(setup) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("tcpfwd: {e}");
                 1
             }
         },
-    }
-}
-
-/// The OS reason of an I/O error as a user reads it: `address in use`, `permission denied`.
-pub fn reason(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::AddrInUse => return "address in use".into(),
-        io::ErrorKind::PermissionDenied => return "permission denied".into(),
-        io::ErrorKind::ConnectionRefused => return "connection refused".into(),
-        _ => {}
-    }
-    let text = e.to_string();
-    // "Address already in use (os error 98)" -> "address already in use"
-    let text = text.split(" (os error").next().unwrap_or(&text);
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => format!("{:?}", e.kind()),
     }
 }

@@ -6,7 +6,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use crate::rule::Verbosity;
+use crate::end::End;
+
+/// How much is logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Problems only.
+    Quiet,
+    /// One line per connection, start-up and problems.
+    #[default]
+    Normal,
+    /// Everything, including each failover step.
+    Verbose,
+}
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 
@@ -17,86 +29,6 @@ pub fn set_verbosity(v: Verbosity) {
 
 fn enabled(v: Verbosity) -> bool {
     LEVEL.load(Ordering::Relaxed) >= v as u8
-}
-
-/// Why a connection ended: the `end=` field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    /// The client ended its output first (a clean end).
-    ClientEof,
-    /// The target ended its output first (a clean end).
-    TargetEof,
-    /// The client reset the connection or failed.
-    ClientReset,
-    /// The target reset the connection or failed.
-    TargetReset,
-    /// Neither direction moved a byte for `--idle-timeout`.
-    IdleTimeout,
-    /// One direction ended and the other was quiet for `--fin-timeout`.
-    FinTimeout,
-    /// Every connect attempt was refused (or the name did not resolve).
-    ConnectRefused,
-    /// A connect attempt ran out of time.
-    ConnectTimeout,
-    /// No target could be tried (all full).
-    NoTarget,
-    /// The client address is not allowed.
-    Denied,
-    /// CONNECT credentials missing or wrong.
-    AuthFailed,
-    /// A malformed CONNECT head or PROXY header.
-    BadRequest,
-    /// Anything else (e.g. a thread could not be started).
-    Error,
-}
-
-impl End {
-    /// The word written after `end=`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            End::ClientEof => "client-eof",
-            End::TargetEof => "target-eof",
-            End::ClientReset => "client-reset",
-            End::TargetReset => "target-reset",
-            End::IdleTimeout => "idle-timeout",
-            End::FinTimeout => "fin-timeout",
-            End::ConnectRefused => "connect-refused",
-            End::ConnectTimeout => "connect-timeout",
-            End::NoTarget => "no-target",
-            End::Denied => "denied",
-            End::AuthFailed => "auth-failed",
-            End::BadRequest => "bad-request",
-            End::Error => "error",
-        }
-    }
-
-    /// Every end, for metrics.
-    pub const ALL: [End; 13] = [
-        End::ClientEof,
-        End::TargetEof,
-        End::ClientReset,
-        End::TargetReset,
-        End::IdleTimeout,
-        End::FinTimeout,
-        End::ConnectRefused,
-        End::ConnectTimeout,
-        End::NoTarget,
-        End::Denied,
-        End::AuthFailed,
-        End::BadRequest,
-        End::Error,
-    ];
-
-    /// A clean end is not a problem: `-q` leaves it out.
-    pub fn is_clean(self) -> bool {
-        matches!(self, End::ClientEof | End::TargetEof)
-    }
-}
-
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Everything the per-connection line says.
@@ -195,6 +127,11 @@ fn line(args: fmt::Arguments) {
 pub struct Burst(AtomicBool);
 
 impl Burst {
+    /// A burst that has not started (usable in a `static`).
+    pub const fn new() -> Burst {
+        Burst(AtomicBool::new(false))
+    }
+
     /// Logs `args` as a problem if this is the start of a burst.
     pub fn problem(&self, args: fmt::Arguments) {
         if !self.0.swap(true, Ordering::Relaxed) {

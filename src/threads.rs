@@ -101,31 +101,27 @@ impl Spares {
 
 /// Waits for the result of work started by [`spawn`].
 pub struct Handle<T> {
-    outcome: Arc<Outcome<T>>,
+    done: Arc<Done<T>>,
 }
 
 /// Where the work leaves its result (a mutex and a condition variable: lighter than a channel,
 /// which matters with thousands of connections held).
-struct Outcome<T> {
+struct Done<T> {
     result: Mutex<Option<thread::Result<T>>>,
-    done: Condvar,
+    signal: Condvar,
 }
 
 impl<T> Handle<T> {
     /// Waits until the work is done; `Err` if it panicked.
     pub fn join(self) -> thread::Result<T> {
-        let mut result = self
-            .outcome
-            .result
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut result = self.done.result.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(result) = result.take() {
                 return result;
             }
             result = self
-                .outcome
                 .done
+                .signal
                 .wait(result)
                 .unwrap_or_else(|e| e.into_inner());
         }
@@ -140,23 +136,23 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let outcome = Arc::new(Outcome {
+    let done = Arc::new(Done {
         result: Mutex::new(None),
-        done: Condvar::new(),
+        signal: Condvar::new(),
     });
-    let report = Arc::clone(&outcome);
+    let report = Arc::clone(&done);
     let work: Work = Box::new(move || {
         // A panic (a bug) ends this work only; the thread stays usable, the caller hears of it.
         let result = panic::catch_unwind(AssertUnwindSafe(work));
         *report.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        report.done.notify_one();
+        report.signal.notify_one();
     });
     if let Err(work) = SPARES.hand_over(work) {
         thread::Builder::new()
             .stack_size(STACK_SIZE)
             .spawn(move || run(work))?;
     }
-    Ok(Handle { outcome })
+    Ok(Handle { done })
 }
 
 /// A thread's life: its first work, then whatever is handed to it while it waits as a spare.

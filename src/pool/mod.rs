@@ -11,11 +11,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::balance::{self, Candidate, Smooth};
-use crate::dial::{dial, DialError};
-use crate::health::{Change, Health};
-use crate::log::{self, Burst, End};
-use crate::rule::{self, Balance, Forward, Target};
+mod balance;
+pub mod dial;
+mod health;
+
+use crate::config::rule::{Balance, Forward, HealthCheck, Target};
+use crate::end::End;
+use crate::log::{self, Burst};
+use balance::{Candidate, Smooth};
+use dial::{dial, DialError};
+use health::{Change, Health};
 
 /// One target and its live state.
 pub struct Member {
@@ -82,7 +87,7 @@ pub struct Pool {
     /// Targets in written order.
     pub members: Vec<Member>,
     balance: Balance,
-    health: rule::Health,
+    health: HealthCheck,
     connect_timeout: Duration,
     /// Round-robin state (a short lock, only while choosing).
     smooth: Mutex<Smooth>,
@@ -335,7 +340,7 @@ mod tests {
                 })
                 .collect(),
             balance,
-            health: rule::Health::default(),
+            health: HealthCheck::default(),
         };
         Arc::new(Pool::new(&forward, Duration::from_secs(1)))
     }

@@ -3,31 +3,33 @@
 //! the thread for [`REQUEST_DEADLINE`] at most.
 
 use std::fmt::{self, Write as _};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::addr::{HostPort, ListenAddr};
-use crate::listener::{self, ListenError};
-use crate::log::{Burst, End};
-use crate::server::RuleState;
+use crate::deadline::Deadline;
+use crate::end::End;
+use crate::log::Burst;
+use crate::pool::Member;
+use crate::serve::accept::Acceptor;
+use crate::serve::listen::{bind_listen, ListenError};
+use crate::serve::state::RuleState;
+use crate::wire::answer;
 
 /// A request head must be complete this long after the accept.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// The longest request head read; a scraper sends a few hundred bytes.
 pub const REQUEST_MAX: usize = 8 * 1024;
-/// After the answer, unread input is drained this long at most (see [`finish`]).
-const DRAIN: Duration = Duration::from_millis(200);
 
 /// The content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Opens the metrics listener (a name binds the first address it resolves to).
-pub fn open(addr: &HostPort) -> Result<TcpListener, ListenError> {
-    let mut sockets = listener::open(&ListenAddr::Host(addr.clone()), None)?;
+pub fn bind_metrics(addr: &HostPort) -> Result<TcpListener, ListenError> {
+    let mut sockets = bind_listen(&ListenAddr::Host(addr.clone()), None)?;
     sockets.pop().ok_or_else(|| ListenError {
         addr: addr.to_string(),
         reason: "no socket".into(),
@@ -38,28 +40,16 @@ pub fn open(addr: &HostPort) -> Result<TcpListener, ListenError> {
 /// once per burst; it never stops the loop.
 pub fn serve(socket: TcpListener, rules: Vec<Arc<RuleState>>) {
     let trouble = Burst::default();
+    let mut acceptor = Acceptor::new(socket);
     loop {
-        match socket.accept() {
-            Ok((stream, _)) => {
-                trouble.clear();
-                answer(stream, &rules);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                trouble.problem(format_args!(
-                    "accept failed on the metrics listener: {} (backing off)",
-                    crate::reason(&e)
-                ));
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
+        let (stream, _) = acceptor.next(&trouble, "the metrics listener", || {});
+        answer(stream, &rules);
     }
 }
 
 /// Reads one request and answers it; errors only end this request.
-fn answer(mut stream: TcpStream, rules: &[Arc<RuleState>]) {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
-    let _ = stream.set_write_timeout(Some(REQUEST_DEADLINE));
+fn answer(stream: TcpStream, rules: &[Arc<RuleState>]) {
+    let deadline = Deadline::after(REQUEST_DEADLINE);
     let response = match read_head(&stream, deadline) {
         Ok(head) => match route(&head) {
             Route::Metrics => respond("200 OK", CONTENT_TYPE, &render(rules)),
@@ -70,9 +60,7 @@ fn answer(mut stream: TcpStream, rules: &[Arc<RuleState>]) {
         // Nothing useful to say to a client that went silent or away.
         Err(Head::Gone) => return,
     };
-    if stream.write_all(response.as_bytes()).is_ok() {
-        finish(&stream);
-    }
+    answer::send_and_close(&stream, response.as_bytes());
 }
 
 /// Why no request head was read.
@@ -86,15 +74,14 @@ enum Head {
 
 /// Reads until the empty line that ends the head, within `deadline` (total, not per read)
 /// and [`REQUEST_MAX`] bytes.
-fn read_head(mut stream: &TcpStream, deadline: Instant) -> Result<Vec<u8>, Head> {
+fn read_head(mut stream: &TcpStream, deadline: Deadline) -> Result<Vec<u8>, Head> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !has_end(&head) {
         if head.len() >= REQUEST_MAX {
             return Err(Head::TooLarge);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+        if deadline.limit_read(stream).is_err() {
             return Err(Head::Gone);
         }
         let room = buf.len().min(REQUEST_MAX - head.len());
@@ -154,24 +141,6 @@ fn respond(status: &str, content_type: &str, body: &str) -> String {
     )
 }
 
-/// Ends the response with a FIN, then briefly drains what the client still sends: closing
-/// with unread input would send a reset, which can destroy the response before it is read.
-fn finish(mut stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let until = Instant::now() + DRAIN;
-    let mut buf = [0u8; 1024];
-    for _ in 0..64 {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
 /// One metric family: name, help text and type.
 struct Family {
     name: &'static str,
@@ -227,7 +196,7 @@ pub fn render(rules: &[Arc<RuleState>]) -> String {
 fn write_all(out: &mut String, rules: &[Arc<RuleState>]) -> fmt::Result {
     header(out, &ACTIVE)?;
     for r in rules {
-        let value = r.stats.active.load(Ordering::Relaxed);
+        let value = r.counters.active.load(Ordering::Relaxed);
         writeln!(
             out,
             "{}{{rule=\"{}\"}} {value}",
@@ -238,7 +207,7 @@ fn write_all(out: &mut String, rules: &[Arc<RuleState>]) -> fmt::Result {
     header(out, &TOTAL)?;
     for r in rules {
         for end in End::ALL {
-            let value = r.stats.ended(end);
+            let value = r.counters.ended(end);
             let rule = Label(&r.label);
             writeln!(
                 out,
@@ -249,7 +218,7 @@ fn write_all(out: &mut String, rules: &[Arc<RuleState>]) -> fmt::Result {
     }
     header(out, &BYTES)?;
     for r in rules {
-        for (direction, counter) in [("up", &r.stats.up), ("down", &r.stats.down)] {
+        for (direction, counter) in [("up", &r.counters.up), ("down", &r.counters.down)] {
             let (rule, value) = (Label(&r.label), counter.get());
             let labels = format!("rule=\"{rule}\",direction=\"{direction}\"");
             writeln!(out, "{}{{{labels}}} {value}", BYTES.name)?;
@@ -263,7 +232,7 @@ fn write_all(out: &mut String, rules: &[Arc<RuleState>]) -> fmt::Result {
     })?;
     header(out, &PAUSED)?;
     for r in rules {
-        let value = r.stats.accept_paused.get();
+        let value = r.counters.accept_paused.get();
         writeln!(
             out,
             "{}{{rule=\"{}\"}} {value}",
@@ -273,7 +242,7 @@ fn write_all(out: &mut String, rules: &[Arc<RuleState>]) -> fmt::Result {
     }
     header(out, &ACCEPT_ERRORS)?;
     for r in rules {
-        let value = r.stats.accept_errors.get();
+        let value = r.counters.accept_errors.get();
         let rule = Label(&r.label);
         writeln!(out, "{}{{rule=\"{rule}\"}} {value}", ACCEPT_ERRORS.name)?;
     }
@@ -290,7 +259,7 @@ fn for_targets(
     out: &mut String,
     rules: &[Arc<RuleState>],
     family: &Family,
-    value: impl Fn(&crate::pool::Member) -> usize,
+    value: impl Fn(&Member) -> usize,
 ) -> fmt::Result {
     for r in rules {
         let Some(pool) = &r.pool else { continue };
@@ -323,9 +292,10 @@ impl fmt::Display for Label<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{parse_args, Command};
-    use crate::server::RuleState;
+    use crate::config::{parse_args, Command};
+    use std::io::Write;
     use std::net::TcpListener;
+    use std::time::Instant;
 
     fn state(args: &[&str]) -> Arc<RuleState> {
         let words = args.iter().map(Into::into).collect();
@@ -362,9 +332,9 @@ mod tests {
     #[test]
     fn every_family_with_help_and_type() {
         let forward = state(&["127.0.0.1:0", "a.example:80", "10.0.0.1:81,backup"]);
-        forward.stats.finished(End::ClientEof, 10, 20);
-        forward.stats.finished(End::ClientEof, 1, 2);
-        forward.stats.accept_errors.add(3);
+        forward.counters.finished(End::ClientEof, 10, 20);
+        forward.counters.finished(End::ClientEof, 1, 2);
+        forward.counters.accept_errors.add(3);
         let proxy = state(&["--connect", ":3128"]);
         let text = render(&[forward, proxy]);
         for family in [
@@ -410,12 +380,12 @@ mod tests {
     fn head_is_bounded_in_size_and_time() {
         let (mut client, server) = pair();
         client.write_all(&[b'a'; REQUEST_MAX + 10]).unwrap();
-        let soon = Instant::now() + Duration::from_secs(5);
+        let soon = Deadline::after(Duration::from_secs(5));
         assert_eq!(read_head(&server, soon), Err(Head::TooLarge));
         let (mut client, server) = pair();
         client.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
         let start = Instant::now();
-        let got = read_head(&server, start + Duration::from_millis(200));
+        let got = read_head(&server, Deadline::from(start, Duration::from_millis(200)));
         assert_eq!(got, Err(Head::Gone));
         assert!(start.elapsed() < Duration::from_secs(3));
         let (mut client, server) = pair();

@@ -6,8 +6,8 @@
 //! warning names the limit: the listeners then stop accepting at the cap (clients wait in
 //! the backlog) instead of failing at the limit, or the process being aborted by it.
 
+use crate::config::rule::Rule;
 use crate::log;
-use crate::rule::Rule;
 use crate::sys;
 
 /// File descriptors kept for listeners, logs, health checks and the like.

@@ -1,15 +1,10 @@
-//! Target health. Passive: `--down-after` failed connects in a row mark a target down for
-//! `--down-for`, after which one connection retries it. Active: one thread per rule probes
-//! every target with a TCP connect each `--health-interval`; a failed probe marks a target
-//! down until a probe succeeds.
+//! The health of one target, as a state machine. Passive: `--down-after` failed connects in a
+//! row mark a target down for `--down-for`, after which one connection retries it. Active: a
+//! failed probe (`--health-interval`, driven from the serving layer) marks a target down
+//! until a probe succeeds.
 
-use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use crate::pool::Pool;
-use crate::threads;
 
 /// The health of one target. A short-lived lock, never held across a connect.
 #[derive(Debug, Default)]
@@ -115,19 +110,6 @@ fn mark_down(state: &mut State) -> Change {
         state.down = true;
         Change::Down
     }
-}
-
-/// Starts the rule's probe thread: every `interval`, one TCP connect to each target in turn
-/// (closed at once), each given at most the connect timeout and never more than the interval.
-/// One thread for all targets of a rule, however many there are.
-pub fn start_probes(pool: &Arc<Pool>, interval: Duration) -> io::Result<()> {
-    let pool = Arc::clone(pool);
-    threads::spawn(move || loop {
-        let round = Instant::now();
-        pool.probe_all(interval);
-        thread::sleep(interval.saturating_sub(round.elapsed()));
-    })
-    .map(drop)
 }
 
 #[cfg(test)]

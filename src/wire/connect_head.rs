@@ -4,11 +4,14 @@
 //! (a TLS ClientHello sent straight to the proxy) is refused at once, not after 10 s.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, TcpStream};
-use std::time::{Duration, Instant};
+use std::io::{self, Read};
+use std::net::{IpAddr, TcpStream};
+use std::time::Duration;
 
-use crate::rule::Credential;
+use crate::addr::Host;
+use crate::deadline::Deadline;
+use crate::sys;
+use crate::wire::answer;
 
 /// Largest head accepted, its final empty line included.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -17,10 +20,6 @@ pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// The answer that opens the tunnel.
 pub const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
 
-/// How long `reject` waits for the client's unread bytes before closing.
-const DRAIN_TIME: Duration = Duration::from_secs(1);
-/// How many unread bytes `reject` swallows at most before closing.
-const DRAIN_LIMIT: usize = 256 * 1024;
 /// Bytes asked for per read; on the stack, which is small in connection threads.
 const CHUNK: usize = 2048;
 const TIMED_OUT: Rejection = Rejection::new(Status::RequestTimeout, "head not complete in time");
@@ -35,21 +34,13 @@ pub struct Request {
     /// The port to connect to, never 0.
     pub port: u16,
     /// What a single `Proxy-Authorization: Basic` header carried, if it decoded.
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<Credential>,
 }
 
-/// The host part of a CONNECT target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    /// A literal address: `1.2.3.4`, or `[::1]` without its brackets (mapped IPv6 left as is).
-    Ip(IpAddr),
-    /// A name to resolve, as written: ASCII letters, digits, `-`, `.` and `_` only.
-    Name(String),
-}
-
-/// A user name and password from `Proxy-Authorization: Basic`.
+/// A user name and password: one `--auth USER:PASS`, or what a `Proxy-Authorization: Basic`
+/// header carried.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
+pub struct Credential {
     /// The user name: what comes before the first colon.
     pub user: String,
     /// The password: everything after the first colon.
@@ -57,9 +48,9 @@ pub struct Credentials {
 }
 
 // By hand, so that a password never reaches a log line by accident.
-impl fmt::Debug for Credentials {
+impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials({:?}, ***)", self.user)
+        write!(f, "Credential({:?}, ***)", self.user)
     }
 }
 
@@ -147,7 +138,7 @@ impl Rejection {
 /// refused as soon as it is complete; a method other than CONNECT once the head is.
 pub fn read_request(
     stream: &TcpStream,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<(Request, Vec<u8>), Rejection> {
     let mut buf = Vec::with_capacity(MAX_HEAD);
     let mut parser = HeadParser::default();
@@ -172,14 +163,13 @@ pub fn read_request(
 
 /// Appends the next bytes from `stream` to `buf`, waiting no later than `deadline`. Never takes
 /// more than `MAX_HEAD` bytes in all from the socket: what stays there is the relay's.
-fn read_more(stream: &TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<(), Rejection> {
-    use io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+fn read_more(stream: &TcpStream, buf: &mut Vec<u8>, deadline: Deadline) -> Result<(), Rejection> {
     let mut chunk = [0u8; CHUNK];
     let room = MAX_HEAD.saturating_sub(buf.len()).min(CHUNK);
     let mut reader = stream;
     // Only an interrupted read goes round again, and the deadline bounds that.
     loop {
-        let left = time_left(deadline).ok_or(TIMED_OUT)?;
+        let left = deadline.left().ok_or(TIMED_OUT)?;
         stream
             .set_read_timeout(Some(left))
             .map_err(|_| READ_ERROR)?;
@@ -189,23 +179,18 @@ fn read_more(stream: &TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result
                 buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
                 return Ok(());
             }
-            // A read timeout is WouldBlock on Unix, TimedOut on Windows.
-            Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => return Err(TIMED_OUT),
-            Err(e) if e.kind() == Interrupted => {}
+            Err(e) if sys::is_timeout(&e) => return Err(TIMED_OUT),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(READ_ERROR),
         }
     }
 }
 
-/// The time left before `deadline`, or `None` once it has passed.
-fn time_left(deadline: Instant) -> Option<Duration> {
-    Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
-}
-
-/// Parses a complete head: its empty line last, nothing after it.
+/// Parses a complete head: its empty line last, nothing after it (the tests' way in).
 ///
 /// Errors are `BadRequest` (malformed) or `MethodNotAllowed` (well-formed, not CONNECT).
 /// The size is not checked here: `read_request` never gathers more than `MAX_HEAD` bytes.
+#[cfg(test)]
 pub fn parse(head: &[u8]) -> Result<Request, Status> {
     let mut parser = HeadParser::default();
     match parser.feed(head)? {
@@ -217,11 +202,11 @@ pub fn parse(head: &[u8]) -> Result<Request, Status> {
 /// A head checked line by line as its bytes arrive, each byte looked at once.
 #[derive(Default)]
 struct HeadParser {
-    line_start: usize,                // where the line being received starts
-    checked: usize,                   // bytes before this were looked at already
-    first: Option<RequestLine>,       // the request line, once received
-    credentials: Option<Credentials>, // from the last Proxy-Authorization header
-    auth_headers: usize,              // how many Proxy-Authorization headers came
+    line_start: usize,               // where the line being received starts
+    checked: usize,                  // bytes before this were looked at already
+    first: Option<RequestLine>,      // the request line, once received
+    credentials: Option<Credential>, // from the last Proxy-Authorization header
+    auth_headers: usize,             // how many Proxy-Authorization headers came
 }
 
 /// What a well-formed request line asks for.
@@ -372,7 +357,7 @@ fn trim(mut bytes: &[u8]) -> &[u8] {
 }
 
 /// `Basic <base64 of user:password>`; anything else gives no credentials (never an error).
-fn basic_credentials(value: &[u8]) -> Option<Credentials> {
+fn basic_credentials(value: &[u8]) -> Option<Credential> {
     let space = value.iter().position(|&b| b == b' ')?;
     let (scheme, token) = (value.get(..space)?, value.get(space..)?);
     if !scheme.eq_ignore_ascii_case(b"basic") {
@@ -381,7 +366,7 @@ fn basic_credentials(value: &[u8]) -> Option<Credentials> {
     let decoded = String::from_utf8(decode_base64(trim(token))?).ok()?;
     let (user, password) = decoded.split_once(':')?;
     let (user, password) = (user.to_owned(), password.to_owned());
-    Some(Credentials { user, password })
+    Some(Credential { user, password })
 }
 
 /// Standard base64 (RFC 4648 §4). Padding may be left out, but if present it must be right;
@@ -413,7 +398,7 @@ fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
 /// Whether `given` matches one `(user, password)` of `allowed`; `false` without credentials or
 /// with an empty list. Every entry is compared in full, so the time taken does not reveal how
 /// much of a user name or password was right.
-pub fn authorized(given: Option<&Credentials>, allowed: &[Credential]) -> bool {
+pub fn authorized(given: Option<&Credential>, allowed: &[Credential]) -> bool {
     let Some(given) = given else { return false };
     let mut found = 0u8;
     for pair in allowed {
@@ -433,35 +418,19 @@ fn same(given: &[u8], expected: &[u8]) -> u8 {
     u8::from(std::hint::black_box(diff) == 0)
 }
 
-/// Sends `status`'s response, shuts down the write half, then swallows what the client already
-/// sent (at most 256 KiB, for at most 1 s), so that closing does not reset the connection and
-/// destroy the response before the client reads it. Errors are ignored: the client may be gone.
+/// Answers `status` and closes so that the client reads the whole response (see
+/// [`answer::send_and_close`]).
 pub fn reject(stream: &TcpStream, status: Status) {
-    let mut writer = stream;
-    let _ = stream.set_write_timeout(Some(DRAIN_TIME));
-    let _ = writer.write_all(status.response());
-    let _ = stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + DRAIN_TIME;
-    let (mut chunk, mut reader, mut total) = ([0u8; CHUNK], stream, 0);
-    while total < DRAIN_LIMIT {
-        let Some(left) = time_left(deadline) else {
-            return;
-        };
-        if stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match reader.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => total += n,
-        }
-    }
+    answer::send_and_close(stream, status.response());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener};
     use std::thread;
+    use std::time::Instant;
 
     const HEAD: &[u8] = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\
         Proxy-Authorization: Basic YWxpY2U6c2VjcmV0\r\n\r\n";
@@ -575,7 +544,7 @@ mod tests {
             password: password.into(),
         });
         let given = |user: &str, password: &str| {
-            Some(Credentials {
+            Some(Credential {
                 user: user.into(),
                 password: password.into(),
             })
@@ -587,7 +556,7 @@ mod tests {
         assert!(!check("", "") && !check("Alice", "secret") && !authorized(None, &allowed));
         assert!(!authorized(given("alice", "secret").as_ref(), &[]));
         let shown = format!("{:?}", given("alice", "secret"));
-        assert_eq!(shown, "Some(Credentials(\"alice\", ***))");
+        assert_eq!(shown, "Some(Credential(\"alice\", ***))");
     }
 
     #[test]
@@ -645,8 +614,8 @@ mod tests {
             .unwrap()
     }
 
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_secs(5)
+    fn soon() -> Deadline {
+        Deadline::after(Duration::from_secs(5))
     }
 
     /// A server socket whose client thread writes `parts` one by one, `pause` apart, then
@@ -673,7 +642,7 @@ mod tests {
 
     /// What `read_request` makes of `data` by `deadline`: the request shown, `+` and the early
     /// data; or the status code.
-    fn outcome(data: &[u8], deadline: Instant) -> String {
+    fn outcome(data: &[u8], deadline: Deadline) -> String {
         let (server, client) = client_writes(vec![data.to_vec()], Duration::ZERO);
         let result = read_request(&server, deadline);
         drop(server);
@@ -741,7 +710,10 @@ mod tests {
     fn deadline_is_total() {
         let start = Instant::now();
         let partial = b"CONNECT a:443 HTTP/1.1\r\nHost: a";
-        assert_eq!(outcome(partial, start + Duration::from_millis(300)), "408");
+        assert_eq!(
+            outcome(partial, Deadline::from(start, Duration::from_millis(300))),
+            "408"
+        );
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(250), "{waited:?}");
         // A client dribbling a byte every 20 ms is cut off at the deadline, not kept forever.
@@ -751,7 +723,7 @@ mod tests {
             .collect();
         let (server, client) = client_writes(bytes, Duration::from_millis(20));
         let start = Instant::now();
-        let result = read_request(&server, start + Duration::from_millis(300));
+        let result = read_request(&server, Deadline::from(start, Duration::from_millis(300)));
         let took = start.elapsed();
         assert_eq!(result.unwrap_err(), TIMED_OUT);
         assert!(
@@ -766,7 +738,7 @@ mod tests {
     fn garbage_eof_and_other_methods() {
         // A TLS ClientHello sent straight to the proxy is refused at once, not at the deadline.
         let start = Instant::now();
-        let far = start + Duration::from_secs(30);
+        let far = Deadline::from(start, Duration::from_secs(30));
         let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
         assert_eq!(outcome(hello, far), "400");
         assert_eq!(outcome(b"CONNECT a HTTP/1.1\r\n", far), "400");

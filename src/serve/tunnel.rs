@@ -22,13 +22,15 @@ use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::addr::{self, HostPort};
-use crate::connect_head::{self, Request, Status, ESTABLISHED, HEAD_DEADLINE};
-use crate::dial::{self, DialError};
-use crate::log::{self, End};
+use crate::config::rule::{ConnectPolicy, Mode, Rule};
+use crate::deadline::Deadline;
+use crate::end::End;
+use crate::log;
+use crate::pool::dial::{self, DialError};
 use crate::relay::{self, Outcome};
-use crate::rule::{ConnectPolicy, Rule};
-use crate::server::RuleState;
-use crate::session::{self, Origin};
+use crate::serve::client::{configure, send_proxy_header, Origin};
+use crate::serve::state::RuleState;
+use crate::wire::connect_head::{self, Request, Status, ESTABLISHED, HEAD_DEADLINE};
 
 /// How long writing the `200` to the client, or the early bytes to the target, may take.
 /// Both fit in an empty socket buffer, so this only bounds a peer that vanished.
@@ -49,22 +51,34 @@ struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal by the checks before any connect.
     fn new(status: Status, why: impl Into<String>) -> Refusal {
         let end = match status {
             Status::ProxyAuthRequired => End::AuthFailed,
             Status::Forbidden => End::Denied,
+            // A name that resolves to no address counts as a failed connect, as in forwarding.
             Status::BadGateway => End::ConnectRefused,
-            Status::GatewayTimeout => End::ConnectTimeout,
-            Status::ServiceUnavailable => End::Error,
-            Status::BadRequest
-            | Status::MethodNotAllowed
-            | Status::RequestTimeout
-            | Status::HeaderTooLarge => End::BadRequest,
+            _ => End::BadRequest,
         };
         Refusal {
             status,
             end,
             why: why.into(),
+        }
+    }
+
+    /// A failed connect: the status that answers it, and the `end=` forwarding logs for it.
+    fn dial(e: &DialError, destination: &HostPort) -> Refusal {
+        let status = match e {
+            DialError::TimedOut => Status::GatewayTimeout,
+            DialError::Unresolved(_) | DialError::Refused(_) => Status::BadGateway,
+            // tcpfwd itself ran short (no file descriptor or memory).
+            DialError::Local(_) => Status::ServiceUnavailable,
+        };
+        Refusal {
+            status,
+            end: e.end(),
+            why: format!("{destination}: {e}"),
         }
     }
 }
@@ -80,14 +94,14 @@ pub fn serve(
 ) {
     let peer = origin.source;
     let mut user = None;
-    let tunnel = open(&client, state, policy, accepted, &mut user);
+    let tunnel = open_tunnel(&client, state, policy, accepted, &mut user);
     // The user name is logged only where it means something: when credentials are required.
     let user = user.filter(|_| !policy.users.is_empty());
     match tunnel {
         Ok(tunnel) => {
             let addr = tunnel.addr;
             let outcome = hand_over(client, tunnel, state, origin);
-            state.record(peer, Some(addr), outcome, accepted, user.as_deref());
+            state.log_connection(peer, Some(addr), outcome, accepted, user.as_deref());
         }
         Err(refusal) => {
             // Not `client=...`: that prefix is for the one line per connection, logged below.
@@ -98,27 +112,24 @@ pub fn serve(
                 refusal.why
             ));
             connect_head::reject(&client, refusal.status);
-            let outcome = Outcome {
-                up: 0,
-                down: 0,
-                end: refusal.end,
-            };
-            state.record(peer, None, outcome, accepted, user.as_deref());
+            let outcome = Outcome::nothing_relayed(refusal.end);
+            state.log_connection(peer, None, outcome, accepted, user.as_deref());
         }
     }
 }
 
 /// Reads the head and runs every check; connects when they pass. `user` is set to the user
 /// name the client sent, as soon as it is known.
-fn open(
+fn open_tunnel(
     client: &TcpStream,
     state: &RuleState,
     policy: &ConnectPolicy,
     accepted: Instant,
     user: &mut Option<String>,
 ) -> Result<Tunnel, Refusal> {
-    let (request, early) = connect_head::read_request(client, accepted + HEAD_DEADLINE)
-        .map_err(|r| Refusal::new(r.status, r.why))?;
+    let deadline = Deadline::from(accepted, HEAD_DEADLINE);
+    let (request, early) =
+        connect_head::read_request(client, deadline).map_err(|r| Refusal::new(r.status, r.why))?;
     let Request {
         host,
         port,
@@ -135,19 +146,12 @@ fn open(
     if !policy.ports.allows(port) {
         return Err(Refusal::new(Status::Forbidden, format!("port {port}")));
     }
-    let destination = HostPort {
-        host: match host {
-            connect_head::Host::Ip(ip) => addr::Host::Ip(ip),
-            connect_head::Host::Name(name) => addr::Host::Name(name),
-        },
-        port,
-    };
+    let destination = HostPort { host, port };
     // One budget for resolving and connecting, as in forwarding.
-    let deadline = Instant::now() + state.rule.options.connect_timeout;
-    let resolved = destination.resolve().map_err(|e| {
-        let e = DialError::from_io(e, DialError::Unresolved);
-        Refusal::new(status_for(&e), format!("{destination}: {e}"))
-    })?;
+    let deadline = Deadline::after(state.rule.options.connect_timeout);
+    let resolved = destination
+        .resolve()
+        .map_err(|e| Refusal::dial(&DialError::from_io(e, DialError::Unresolved), &destination))?;
     if resolved.is_empty() {
         let why = format!("{destination}: resolves to no address");
         return Err(Refusal::new(Status::BadGateway, why));
@@ -157,23 +161,13 @@ fn open(
         let why = format!("{destination}: destination refused (--connect-deny/-allow or loop)");
         return Err(Refusal::new(Status::Forbidden, why));
     }
-    let (target, addr) = dial::dial_addrs(&permitted, deadline)
-        .map_err(|e| Refusal::new(status_for(&e), format!("{destination}: {e}")))?;
+    let (target, addr) =
+        dial::dial_addrs(&permitted, deadline).map_err(|e| Refusal::dial(&e, &destination))?;
     Ok(Tunnel {
         target,
         addr,
         early,
     })
-}
-
-/// The answer to a failed connect: 502 refused or unresolvable, 504 timed out, 503 when
-/// tcpfwd itself ran short (no file descriptor or memory).
-fn status_for(e: &DialError) -> Status {
-    match e {
-        DialError::TimedOut => Status::GatewayTimeout,
-        DialError::Unresolved(_) | DialError::Refused(_) => Status::BadGateway,
-        DialError::Local(_) => Status::ServiceUnavailable,
-    }
 }
 
 /// The resolved addresses a tunnel may go to, in resolver order: those the destination filter
@@ -199,13 +193,9 @@ fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState, origin: &Orig
         addr: _,
         early,
     } = tunnel;
-    session::configure(&target, state);
-    let failed = |end| Outcome {
-        up: 0,
-        down: 0,
-        end,
-    };
-    if let Err(end) = session::send_proxy_header(&target, origin, state) {
+    configure(&target, state);
+    let failed = Outcome::nothing_relayed;
+    if let Err(end) = send_proxy_header(&target, origin, state) {
         return failed(end);
     }
     if write_within(&client, ESTABLISHED).is_err() {
@@ -219,13 +209,15 @@ fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState, origin: &Orig
     outcome
 }
 
-/// Writes all of `data`, giving up after [`HANDOVER_TIME`]. The relay sets its own timeouts.
+/// Writes all of `data`, giving up after [`HANDOVER_TIME`]; then the stream blocks without
+/// a timeout again, as the relay expects.
 fn write_within(mut stream: &TcpStream, data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
     stream.set_write_timeout(Some(HANDOVER_TIME))?;
-    stream.write_all(data)
+    stream.write_all(data)?;
+    stream.set_write_timeout(None)
 }
 
 /// Whether connecting to `dest` would reach one of `own` (tcpfwd's listening sockets): a proxy
@@ -248,7 +240,7 @@ fn is_local(ip: IpAddr) -> bool {
 /// The start-up warning for an open proxy: a CONNECT rule on a non-loopback address with
 /// neither `--auth` nor `--allow`, so anyone who reaches it can tunnel through it.
 pub fn open_proxy_warning(rule: &Rule, bound: &[SocketAddr]) -> Option<String> {
-    let crate::rule::Mode::Connect(policy) = &rule.mode else {
+    let Mode::Connect(policy) = &rule.mode else {
         return None;
     };
     let exposed = bound.iter().any(|a| !addr::normalize(a.ip()).is_loopback());
@@ -291,7 +283,7 @@ mod tests {
             ),
         ];
         for (e, code, end) in cases {
-            let refusal = Refusal::new(status_for(&e), e.to_string());
+            let refusal = Refusal::dial(&e, &HostPort::parse("a:443", false).unwrap());
             assert_eq!((refusal.status.code(), refusal.end), (code, end), "{e}");
         }
     }

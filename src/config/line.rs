@@ -1,117 +1,20 @@
-//! The command line, and each config-file line (which is a command line): lexopt → typed [`Rule`].
+//! The grammar of one line: the command line and each config-file line (which is a command
+//! line) go through the same lexopt loop into drafts, then [`build_rule`] makes a typed [`Rule`].
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::prelude::*;
 
 use crate::addr::{Acl, Cidr, HostPort, ListenAddr};
-use crate::config;
-use crate::rule::{
-    Balance, ConnectPolicy, Credential, Forward, Health, Mode, Options, Ports, Process,
-    ProxyVersion, Rule, Target, Verbosity,
+use crate::config::rule::{
+    Balance, ConnectPolicy, Forward, HealthCheck, Mode, Options, Ports, Process, Rule, Target,
 };
-use crate::units::{parse_duration, parse_size};
-
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Command {
-    /// Serve these rules.
-    Run(Setup),
-    /// Print the normalised rules and exit.
-    Check(Setup),
-    /// Print the help text.
-    Help,
-    /// Print the version.
-    Version,
-}
-
-/// Every rule of the process and the process-wide options.
-#[derive(Debug)]
-pub struct Setup {
-    /// Rules in written order.
-    pub rules: Vec<Rule>,
-    /// Process options.
-    pub process: Process,
-}
-
-/// A usage or configuration error: exit status 2.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Error {
-    /// Something wrong on the command line.
-    Usage(String),
-    /// Something wrong on a line of a config file.
-    Line {
-        /// The file as given.
-        path: String,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// The config file cannot be read.
-    File {
-        /// The file as given.
-        path: String,
-        /// The OS reason.
-        reason: String,
-    },
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Error::Usage(message) => write!(f, "{message}"),
-            Error::Line {
-                path,
-                line,
-                message,
-            } => write!(f, "{path}:{line}: {message}"),
-            Error::File { path, reason } => write!(f, "cannot read config file {path}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-/// Parses the process's arguments (without the program name).
-pub fn parse_args(args: Vec<OsString>) -> Result<Command, Error> {
-    let line = parse_line(args).map_err(Error::Usage)?;
-    if line.help {
-        return Ok(Command::Help);
-    }
-    if line.version {
-        return Ok(Command::Version);
-    }
-    let setup = match &line.config {
-        Some(path) => {
-            if line.rule.listen.is_some() || !line.rule.targets.is_empty() {
-                return Err(Error::Usage(
-                    "--config: write the rules in the file, not also on the command line".into(),
-                ));
-            }
-            let file = config::load(path, &line.rule)?;
-            Setup {
-                rules: file.rules,
-                process: line.process.or(&file.process).build(),
-            }
-        }
-        None => {
-            let rule = build_rule(&line.rule, &RuleDraft::default()).map_err(Error::Usage)?;
-            Setup {
-                rules: vec![rule],
-                process: line.process.build(),
-            }
-        }
-    };
-    Ok(if line.check {
-        Command::Check(setup)
-    } else {
-        Command::Run(setup)
-    })
-}
+use crate::config::units::{parse_duration, parse_size};
+use crate::log::Verbosity;
+use crate::wire::connect_head::Credential;
+use crate::wire::proxy_header::Version as ProxyVersion;
 
 /// One parsed command line or config line, before defaults are applied.
 #[derive(Debug, Default)]
@@ -144,7 +47,7 @@ impl ProcessDraft {
         }
     }
 
-    fn build(&self) -> Process {
+    pub(crate) fn build(&self) -> Process {
         Process {
             stats: self.stats.clone(),
             verbosity: self.verbosity.unwrap_or_default(),
@@ -438,8 +341,7 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
     };
     let mode = if line.connect {
         Mode::Connect(ConnectPolicy {
-            ports: pick(&line.connect_ports, &defaults.connect_ports)
-                .unwrap_or(Ports::Only(vec![443])),
+            ports: pick(&line.connect_ports, &defaults.connect_ports).unwrap_or_default(),
             destinations: Acl {
                 allow: pick(&line.connect_allow, &defaults.connect_allow).unwrap_or_default(),
                 deny: pick(&line.connect_deny, &defaults.connect_deny).unwrap_or_default(),
@@ -447,11 +349,11 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
             users: pick(&line.auth, &defaults.auth).unwrap_or_default(),
         })
     } else {
-        let base = Health::default();
+        let base = HealthCheck::default();
         Mode::Forward(Forward {
             targets: line.targets.clone(),
-            balance: pick(&line.balance, &defaults.balance).unwrap_or(Balance::RoundRobin),
-            health: Health {
+            balance: pick(&line.balance, &defaults.balance).unwrap_or_default(),
+            health: HealthCheck {
                 interval: pick(&line.health_interval, &defaults.health_interval)
                     .unwrap_or(base.interval),
                 down_after: pick(&line.down_after, &defaults.down_after).unwrap_or(base.down_after),
@@ -494,195 +396,4 @@ fn check_mode_options(line: &RuleDraft) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The one-screen `--help`.
-pub const HELP: &str = "\
-tcpfwd - forward TCP connections, balance them over targets, or tunnel HTTP CONNECT
-
-Usage:
-  tcpfwd [OPTIONS] LISTEN TARGET [TARGET...]   forward each connection to one TARGET
-  tcpfwd [OPTIONS] --connect LISTEN            HTTP CONNECT proxy
-  tcpfwd [OPTIONS] --config FILE               every rule in FILE (options here are defaults)
-  tcpfwd --check --config FILE                 validate FILE, print the rules, exit
-
-LISTEN: HOST:PORT, [V6]:PORT or :PORT (IPv4 and IPv6).   TARGET: HOST:PORT or [V6]:PORT,
-  with optional flags ,weight=N (1-1000, default 1) ,max-conns=N ,backup
-DUR: 250ms 5s 1.5s 2m 1h, or bare seconds.   SIZE: 1500 16k 1m.
-
-Rule options:                                      default
-  --balance POLICY      round-robin|least-conn|source-hash|first   round-robin
-  --connect-timeout DUR budget to connect to one target            5s
-  --idle-timeout DUR    close after DUR with no byte either way    0 (never)
-  --fin-timeout DUR     close half-closed pair quiet for DUR       60s
-  --keepalive DUR       TCP keepalive idle time, whole seconds     60s
-  --max-conns N         connections at once; then stop accepting   1024
-  --allow CIDR          accept only these clients (repeatable)     all
-  --deny CIDR           refuse these clients (repeatable, wins)    none
-  --buffer-size SIZE    copy buffer per direction                  64k
-  --segment-size SIZE   at most SIZE bytes per send (+NODELAY)     off
-  --mss SIZE            TCP_MAXSEG on the listener (Linux)         off
-  --nagle               leave Nagle's algorithm on                 off
-  --proxy-protocol V    send PROXY header v1|v2 to the target      off
-  --accept-proxy        expect a PROXY header from each client     off
-  --health-interval DUR active TCP health probes                   off
-  --down-after N        failed connects that mark a target down    1
-  --down-for DUR        how long a failed target is skipped        10s
-  --connect-ports LIST  CONNECT: allowed ports, or any             443
-  --connect-allow CIDR  CONNECT: allowed destinations (repeatable) all
-  --connect-deny CIDR   CONNECT: refused destinations (repeatable) none
-  --auth USER:PASS      CONNECT: require Basic auth (repeatable)   none
-
-Process options:
-  --stats ADDR          Prometheus metrics at http://ADDR/metrics  off
-  -v, -q                more / less logging on stderr
-  -h, --help            this text        -V, --version    the version
-
-Exit status: 2 usage or config error, 1 a listener cannot be opened.
-";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(line: &str) -> Vec<OsString> {
-        line.split_whitespace().map(OsString::from).collect()
-    }
-
-    fn rule(line: &str) -> Result<Rule, Error> {
-        match parse_args(args(line))? {
-            Command::Run(mut setup) => Ok(setup.rules.remove(0)),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    fn error(line: &str) -> String {
-        rule(line).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn a_plain_forward_has_the_spec_defaults() {
-        let r = rule(":8080 10.0.0.5:80").unwrap();
-        assert_eq!(r.listen, ListenAddr::AnyHost(8080));
-        assert_eq!(r.options, Options::default());
-        let Mode::Forward(fw) = &r.mode else { panic!() };
-        assert_eq!(fw.targets.len(), 1);
-        assert_eq!(fw.balance, Balance::RoundRobin);
-        assert_eq!(
-            r.to_string(),
-            ":8080 10.0.0.5:80 --balance round-robin --health-interval 0 --down-after 1 \
-             --down-for 10s --connect-timeout 5s --idle-timeout 0 --fin-timeout 1m \
-             --keepalive 1m --max-conns 1024 --buffer-size 64k"
-        );
-    }
-
-    #[test]
-    fn options_and_target_flags() {
-        let r = rule(
-            "127.0.0.1:0 a:1,weight=3,max-conns=7 b:2,backup --balance first --idle-timeout 1.5s \
-             --allow 10.0.0.0/8 --deny 10.0.0.1 --buffer-size 32k --nagle --proxy-protocol v2",
-        )
-        .unwrap();
-        let Mode::Forward(fw) = &r.mode else { panic!() };
-        assert_eq!(fw.targets[0].weight, 3);
-        assert_eq!(fw.targets[0].max_conns, Some(7));
-        assert!(fw.targets[1].backup);
-        assert_eq!(fw.balance, Balance::First);
-        assert_eq!(r.options.idle_timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(r.options.clients.allow.len(), 1);
-        assert_eq!(r.options.buffer_size, 32 * 1024);
-        assert!(r.options.nagle);
-        assert_eq!(r.options.proxy_protocol, Some(ProxyVersion::V2));
-        // The normalised form reads back as the same rule.
-        let again = rule(&r.to_string()).unwrap();
-        assert_eq!(again, r);
-    }
-
-    #[test]
-    fn connect_mode() {
-        let r =
-            rule("--connect 127.0.0.1:3128 --connect-ports 443,8443 --auth alice:s3cret").unwrap();
-        let Mode::Connect(policy) = &r.mode else {
-            panic!()
-        };
-        assert!(policy.ports.allows(8443) && !policy.ports.allows(80));
-        assert_eq!(policy.users[0].password, "s3cret");
-        assert!(r.to_string().contains("--auth alice:***"));
-        assert!(!r.to_string().contains("s3cret"));
-        assert!(
-            !format!("{r:?}").contains("s3cret"),
-            "debug output shows a password"
-        );
-    }
-
-    #[test]
-    fn check_lines_quote_what_needs_quotes() {
-        let user = r##"al ice\"#"##;
-        let tokens = ["--connect", ":1", "--auth", &format!("{user}:pw")];
-        let Ok(Command::Run(setup)) = parse_args(tokens.iter().map(OsString::from).collect())
-        else {
-            panic!()
-        };
-        let line = setup.rules[0].to_string();
-        assert!(line.contains(r##"--auth "al ice\\\"#:***""##), "{line}");
-        // The config reader reads the token back as written.
-        let again = config::split(&line).unwrap();
-        assert!(again.contains(&format!("{user}:***")), "{again:?}");
-    }
-
-    #[test]
-    fn errors_name_the_option() {
-        assert_eq!(error(":1 a:1 --foo"), "unknown option --foo");
-        assert!(error(":1 a:1 --idle-timeout 5x").starts_with("--idle-timeout: '5x'"));
-        assert!(error(":1 a:1 --max-conns 0").starts_with("--max-conns:"));
-        assert!(error(":1 a:1 --keepalive 1.5s").starts_with("--keepalive:"));
-        assert!(error(":1 a:1 --balance fastest").starts_with("--balance:"));
-        assert!(error(":1 a:1,weight=0").contains("weight"));
-        assert!(error(":1 a:1,heavy").contains("unknown flag"));
-        assert!(error(":1").contains("missing TARGET"));
-        assert!(error("").contains("missing LISTEN"));
-        assert!(error(":1 a:1 --auth u:p").contains("--auth applies only to --connect"));
-        assert!(error("--connect :1 --balance first").contains("--balance applies"));
-        assert!(error("--connect :1 a:1").contains("takes no TARGET"));
-        assert!(error(":1 a:1 --connect-timeout").contains("missing argument"));
-        assert!(error(":1 a:1 --nagle=yes").contains("nagle"));
-    }
-
-    #[test]
-    fn help_and_version() {
-        assert!(matches!(parse_args(args("--help")), Ok(Command::Help)));
-        assert!(matches!(
-            parse_args(args(":1 a:1 -V")),
-            Ok(Command::Version)
-        ));
-        for option in [
-            "--balance",
-            "--connect-timeout",
-            "--idle-timeout",
-            "--fin-timeout",
-            "--keepalive",
-            "--max-conns",
-            "--allow",
-            "--deny",
-            "--buffer-size",
-            "--segment-size",
-            "--mss",
-            "--nagle",
-            "--proxy-protocol",
-            "--accept-proxy",
-            "--health-interval",
-            "--down-after",
-            "--down-for",
-            "--connect-ports",
-            "--connect-allow",
-            "--connect-deny",
-            "--auth",
-            "--stats",
-            "--config",
-            "--check",
-        ] {
-            assert!(HELP.contains(option), "--help misses {option}");
-        }
-        assert!(HELP.lines().count() <= 50, "--help must fit one screen");
-    }
 }

@@ -1,5 +1,5 @@
 //! The policy math, free of sockets and clocks: given the targets a connection may use, in
-//! which order to try them. The pool ([`crate::pool`]) decides which targets those are
+//! which order to try them. The pool decides which targets those are
 //! (health, backups) and tries them in the order returned here.
 
 use std::cmp::Ordering;
@@ -49,7 +49,7 @@ impl Smooth {
             *score += weight;
             total += weight;
             // Strictly greater: ties go to the earlier target in written order.
-            if best.map_or(true, |(_, s)| *score > s) {
+            if best.is_none_or(|(_, s)| *score > s) {
                 best = Some((c.index, *score));
             }
         }

@@ -3,8 +3,10 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::cli::{build_rule, parse_line, Error, ProcessDraft, RuleDraft};
-use crate::rule::Rule;
+use crate::config::error::Error;
+use crate::config::line::{build_rule, parse_line, ProcessDraft, RuleDraft};
+use crate::config::rule::Rule;
+use crate::sys::reason;
 
 /// What a config file holds.
 pub(crate) struct File {
@@ -19,7 +21,7 @@ pub(crate) fn load(path: &Path, defaults: &RuleDraft) -> Result<File, Error> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Error::File {
         path: shown.clone(),
-        reason: crate::reason(&e),
+        reason: reason(&e),
     })?;
     parse(&text, &shown, defaults)
 }
@@ -127,7 +129,7 @@ mod tests {
         let text =
             "# tcpfwd.conf\n--stats 127.0.0.1:9100\n\n:8080 a:80 b:80,backup --idle-timeout 5m\n\
                     --connect 127.0.0.1:3128 --auth \"alice:se cret\"\n";
-        let defaults = crate::cli::parse_line(vec!["--idle-timeout".into(), "7s".into()])
+        let defaults = parse_line(vec!["--idle-timeout".into(), "7s".into()])
             .unwrap()
             .rule;
         let file = parse(text, "t.conf", &defaults).unwrap();

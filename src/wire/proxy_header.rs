@@ -5,9 +5,10 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::time::Instant;
 
 use crate::addr::normalize;
+use crate::deadline::Deadline;
+use crate::sys;
 
 /// The 12 bytes that start every v2 header (§2.2): 0D 0A 0D 0A 00 0D 0A 51 55 49 54 0A.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -146,7 +147,7 @@ fn encode_v2(ips: Ips, (sport, dport): (u16, u16)) -> Vec<u8> {
 /// not one per read), and leaves the stream's read timeout at `None`.
 ///
 /// Not a byte after the header is consumed: it belongs to the relayed stream.
-pub fn read(stream: &TcpStream, deadline: Instant) -> Result<Received, HeaderError> {
+pub fn read(stream: &TcpStream, deadline: Deadline) -> Result<Received, HeaderError> {
     let header = read_header(stream, deadline);
     let reset = stream.set_read_timeout(None);
     let header = header?;
@@ -163,12 +164,12 @@ pub fn read(stream: &TcpStream, deadline: Instant) -> Result<Received, HeaderErr
 // header is partial, else up to its end), and peek again. After a partial header the bytes
 // peeked have been read, so the next peek blocks until new bytes arrive: no spinning, and
 // each round takes at least one byte, so a header needs at most V2_FIXED + V2_MAX_BODY rounds.
-fn read_header(stream: &TcpStream, deadline: Instant) -> Result<Vec<u8>, HeaderError> {
+fn read_header(stream: &TcpStream, deadline: Deadline) -> Result<Vec<u8>, HeaderError> {
     let mut header = Vec::new();
     let mut window = [0u8; 512];
     let mut reader = stream;
     loop {
-        set_timeout(stream, deadline)?;
+        deadline.limit_read(stream).map_err(io_error)?;
         let seen = match stream.peek(&mut window) {
             Ok(0) => return Err(HeaderError::Closed),
             Ok(n) => n,
@@ -189,19 +190,9 @@ fn read_header(stream: &TcpStream, deadline: Instant) -> Result<Vec<u8>, HeaderE
     }
 }
 
-/// Sets the read timeout to the time left before `deadline`.
-fn set_timeout(stream: &TcpStream, deadline: Instant) -> Result<(), HeaderError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(HeaderError::Timeout); // and Some(ZERO) would be an error anyway
-    }
-    stream.set_read_timeout(Some(left)).map_err(HeaderError::Io)
-}
-
-/// A read timeout is `WouldBlock` on Unix and `TimedOut` on Windows.
 fn io_error(e: io::Error) -> HeaderError {
     match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HeaderError::Timeout,
+        _ if sys::is_timeout(&e) => HeaderError::Timeout,
         io::ErrorKind::UnexpectedEof => HeaderError::Closed,
         _ => HeaderError::Io(e),
     }
@@ -391,7 +382,7 @@ mod tests {
     use std::io::Write;
     use std::net::{Shutdown, TcpListener};
     use std::thread;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()
@@ -575,8 +566,8 @@ mod tests {
         (client, listener.accept().unwrap().0)
     }
 
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_secs(5)
+    fn soon() -> Deadline {
+        Deadline::after(Duration::from_secs(5))
     }
 
     /// Everything the client sends after the header, up to its EOF.
@@ -655,7 +646,7 @@ mod tests {
     fn read_deadline_is_total() {
         let (_client, server) = pair();
         let start = Instant::now();
-        let got = read(&server, start + Duration::from_millis(300));
+        let got = read(&server, Deadline::from(start, Duration::from_millis(300)));
         assert!(matches!(got, Err(HeaderError::Timeout)), "{got:?}");
         let took = start.elapsed();
         let (low, high) = (Duration::from_millis(290), Duration::from_secs(3));
@@ -665,7 +656,7 @@ mod tests {
         let (client, server) = pair();
         let writer = dribble(client, b"PROXY TCP4 ".to_vec(), 100);
         let start = Instant::now();
-        let got = read(&server, start + Duration::from_millis(300));
+        let got = read(&server, Deadline::from(start, Duration::from_millis(300)));
         let took = start.elapsed();
         assert!(matches!(got, Err(HeaderError::Timeout)), "{got:?}");
         assert!(took < Duration::from_millis(1000), "{took:?}");

@@ -3,11 +3,12 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::addr::HostPort;
-use crate::log::End;
-use crate::sys;
+use crate::deadline::Deadline;
+use crate::end::End;
+use crate::sys::{self, reason};
 
 /// Why a connect failed.
 #[derive(Debug)]
@@ -52,10 +53,10 @@ impl DialError {
 impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            DialError::Unresolved(e) => write!(f, "name does not resolve: {}", crate::reason(e)),
-            DialError::Refused(e) => write!(f, "{}", crate::reason(e)),
+            DialError::Unresolved(e) => write!(f, "name does not resolve: {}", reason(e)),
+            DialError::Refused(e) => write!(f, "{}", reason(e)),
             DialError::TimedOut => write!(f, "connect timed out"),
-            DialError::Local(e) => write!(f, "{} here", crate::reason(e)),
+            DialError::Local(e) => write!(f, "{} here", reason(e)),
         }
     }
 }
@@ -63,7 +64,7 @@ impl fmt::Display for DialError {
 /// Resolves `target` now and connects to its addresses in order; a refused address moves on
 /// at once, and all of them share `budget`.
 pub fn dial(target: &HostPort, budget: Duration) -> Result<(TcpStream, SocketAddr), DialError> {
-    let deadline = Instant::now() + budget;
+    let deadline = Deadline::after(budget);
     let addrs = target
         .resolve()
         .map_err(|e| DialError::from_io(e, DialError::Unresolved))?;
@@ -77,14 +78,13 @@ pub fn dial(target: &HostPort, budget: Duration) -> Result<(TcpStream, SocketAdd
 /// the attempt at once.
 pub fn dial_addrs(
     addrs: &[SocketAddr],
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<(TcpStream, SocketAddr), DialError> {
     let mut last = DialError::TimedOut;
     for addr in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let Some(left) = deadline.left() else {
             return Err(DialError::TimedOut);
-        }
+        };
         match TcpStream::connect_timeout(addr, left) {
             Ok(stream) => return Ok((stream, *addr)),
             Err(e)

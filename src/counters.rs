@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::log::End;
+use crate::end::End;
 
 /// A 64-bit counter that works on 32-bit targets without 64-bit atomics.
 #[derive(Default)]
@@ -25,7 +25,7 @@ impl Counter {
 
 /// Everything counted for one rule.
 #[derive(Default)]
-pub struct RuleStats {
+pub struct RuleCounters {
     /// Client connections open now.
     pub active: AtomicUsize,
     /// Finished connections, by `end=` (indexed like [`End::ALL`]).
@@ -40,22 +40,17 @@ pub struct RuleStats {
     pub accept_errors: Counter,
 }
 
-impl RuleStats {
+impl RuleCounters {
     /// Counts a finished connection.
     pub fn finished(&self, end: End, up: u64, down: u64) {
-        if let Some(i) = End::ALL.iter().position(|e| *e == end) {
-            self.ends[i].add(1);
-        }
+        self.ends[end.index()].add(1);
         self.up.add(up);
         self.down.add(down);
     }
 
     /// Finished connections that ended with `end`.
     pub fn ended(&self, end: End) -> u64 {
-        End::ALL
-            .iter()
-            .position(|e| *e == end)
-            .map_or(0, |i| self.ends[i].get())
+        self.ends[end.index()].get()
     }
 
     /// A connection started.

@@ -1,10 +1,11 @@
 //! The typed form of a rule: what the command line or a config line means, parsed once.
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::addr::{Acl, HostPort, ListenAddr};
-use crate::units::{ShowDuration, ShowSize};
+use crate::log::Verbosity;
+use crate::wire::connect_head::Credential;
+use crate::wire::proxy_header::Version as ProxyVersion;
 
 /// Copy buffer per direction, allocated only once a connection carries bulk data (the relay
 /// reads into a small stack buffer first): 64 KiB cut the forwarder's CPU per GiB by a quarter
@@ -40,7 +41,7 @@ pub struct Forward {
     /// How the next target is chosen.
     pub balance: Balance,
     /// Active and passive health checking.
-    pub health: Health,
+    pub health: HealthCheck,
 }
 
 /// One target with its flags.
@@ -57,9 +58,10 @@ pub struct Target {
 }
 
 /// Load-balancing policy (`--balance`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Balance {
     /// Smooth weighted round-robin.
+    #[default]
     RoundRobin,
     /// Fewest open connections per unit of weight.
     LeastConn,
@@ -94,9 +96,9 @@ impl Balance {
     }
 }
 
-/// Health checking of a target list.
+/// How a target list is health-checked (the live state is the pool's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Health {
+pub struct HealthCheck {
     /// Active TCP-connect probes at this interval; `None` = off.
     pub interval: Option<Duration>,
     /// Consecutive failed connects that mark a target down (passive health).
@@ -125,6 +127,13 @@ pub enum Ports {
     Only(Vec<u16>),
 }
 
+/// Only HTTPS by default: an open relay to every port is a spam and abuse tool.
+impl Default for Ports {
+    fn default() -> Ports {
+        Ports::Only(vec![443])
+    }
+}
+
 impl Ports {
     /// Whether a tunnel to `port` is allowed.
     pub fn allows(&self, port: u16) -> bool {
@@ -133,56 +142,6 @@ impl Ports {
             Ports::Only(list) => list.contains(&port),
         }
     }
-}
-
-/// A `USER:PASS` pair for `--auth`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credential {
-    /// User name.
-    pub user: String,
-    /// Password (shown as `***`).
-    pub password: String,
-}
-
-/// Never shows the password, even in debug output.
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "Credential({:?}, ***)", self.user)
-    }
-}
-
-/// A token as the config reader reads it back: quoted when it holds a space, quote,
-/// backslash or `#`.
-struct Token<'a>(&'a str);
-
-impl fmt::Display for Token<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let plain = !self.0.is_empty()
-            && !self
-                .0
-                .chars()
-                .any(|c| c.is_whitespace() || matches!(c, '"' | '\\' | '#'));
-        if plain {
-            return f.write_str(self.0);
-        }
-        f.write_str("\"")?;
-        for c in self.0.chars() {
-            if matches!(c, '"' | '\\') {
-                f.write_str("\\")?;
-            }
-            write!(f, "{c}")?;
-        }
-        f.write_str("\"")
-    }
-}
-
-/// PROXY protocol version to send to targets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProxyVersion {
-    /// Text header.
-    V1,
-    /// Binary header.
-    V2,
 }
 
 /// Options common to forwarding and CONNECT rules.
@@ -233,26 +192,14 @@ impl Default for Options {
     }
 }
 
-impl Default for Health {
-    fn default() -> Health {
-        Health {
+impl Default for HealthCheck {
+    fn default() -> HealthCheck {
+        HealthCheck {
             interval: None,
             down_after: 1,
             down_for: Duration::from_secs(10),
         }
     }
-}
-
-/// How much is logged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
-    /// Problems only.
-    Quiet,
-    /// One line per connection, start-up and problems.
-    #[default]
-    Normal,
-    /// Everything, including each failover step.
-    Verbose,
 }
 
 /// Options of the whole process rather than of one rule.
@@ -262,121 +209,4 @@ pub struct Process {
     pub stats: Option<HostPort>,
     /// Logging level.
     pub verbosity: Verbosity,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}", self.addr)?;
-        if self.weight != 1 {
-            write!(f, ",weight={}", self.weight)?;
-        }
-        if let Some(n) = self.max_conns {
-            write!(f, ",max-conns={n}")?;
-        }
-        if self.backup {
-            write!(f, ",backup")?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes ` --name VALUE` with `0` for "never".
-fn show_timeout(f: &mut fmt::Formatter, name: &str, value: Option<Duration>) -> fmt::Result {
-    match value {
-        Some(d) => write!(f, " --{name} {}", ShowDuration(d)),
-        None => write!(f, " --{name} 0"),
-    }
-}
-
-/// The normalised one-line form printed by `--check`: it reads back as a command line
-/// (except passwords, shown as `***`).
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match &self.mode {
-            Mode::Forward(fw) => {
-                write!(f, "{}", self.listen)?;
-                for target in &fw.targets {
-                    write!(f, " {target}")?;
-                }
-                write!(f, " --balance {}", fw.balance.name())?;
-                show_timeout(f, "health-interval", fw.health.interval)?;
-                write!(f, " --down-after {}", fw.health.down_after)?;
-                write!(f, " --down-for {}", ShowDuration(fw.health.down_for))?;
-            }
-            Mode::Connect(policy) => {
-                write!(f, "--connect {}", self.listen)?;
-                match &policy.ports {
-                    Ports::Any => write!(f, " --connect-ports any")?,
-                    Ports::Only(list) => {
-                        let list: Vec<String> = list.iter().map(u16::to_string).collect();
-                        write!(f, " --connect-ports {}", list.join(","))?;
-                    }
-                }
-                show_acl(f, "connect-", &policy.destinations)?;
-                for cred in &policy.users {
-                    write!(f, " --auth {}", Token(&format!("{}:***", cred.user)))?;
-                }
-            }
-        }
-        self.options.fmt(f)
-    }
-}
-
-fn show_acl(f: &mut fmt::Formatter, prefix: &str, acl: &Acl) -> fmt::Result {
-    for cidr in &acl.allow {
-        write!(f, " --{prefix}allow {cidr}")?;
-    }
-    for cidr in &acl.deny {
-        write!(f, " --{prefix}deny {cidr}")?;
-    }
-    Ok(())
-}
-
-impl fmt::Display for Options {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            " --connect-timeout {}",
-            ShowDuration(self.connect_timeout)
-        )?;
-        show_timeout(f, "idle-timeout", self.idle_timeout)?;
-        show_timeout(f, "fin-timeout", self.fin_timeout)?;
-        show_timeout(f, "keepalive", self.keepalive)?;
-        write!(f, " --max-conns {}", self.max_conns)?;
-        show_acl(f, "", &self.clients)?;
-        write!(f, " --buffer-size {}", ShowSize(self.buffer_size))?;
-        if let Some(size) = self.segment_size {
-            write!(f, " --segment-size {}", ShowSize(size))?;
-        }
-        if let Some(mss) = self.mss {
-            write!(f, " --mss {mss}")?;
-        }
-        if self.nagle {
-            write!(f, " --nagle")?;
-        }
-        match self.proxy_protocol {
-            Some(ProxyVersion::V1) => write!(f, " --proxy-protocol v1")?,
-            Some(ProxyVersion::V2) => write!(f, " --proxy-protocol v2")?,
-            None => {}
-        }
-        if self.accept_proxy {
-            write!(f, " --accept-proxy")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for Process {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(stats) = &self.stats {
-            parts.push(format!("--stats {stats}"));
-        }
-        match self.verbosity {
-            Verbosity::Quiet => parts.push("-q".into()),
-            Verbosity::Normal => {}
-            Verbosity::Verbose => parts.push("-v".into()),
-        }
-        write!(f, "{}", parts.join(" "))
-    }
 }

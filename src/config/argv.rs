@@ -1,0 +1,218 @@
+//! The process's command line: what it asks for (serve, check, help, version) and the rules.
+
+use std::ffi::OsString;
+
+use crate::config::error::Error;
+use crate::config::file;
+use crate::config::line::{build_rule, parse_line, RuleDraft};
+use crate::config::rule::{Process, Rule};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Serve these rules.
+    Run(Setup),
+    /// Print the normalised rules and exit.
+    Check(Setup),
+    /// Print the help text.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// Every rule of the process and the process-wide options.
+#[derive(Debug)]
+pub struct Setup {
+    /// Rules in written order.
+    pub rules: Vec<Rule>,
+    /// Process options.
+    pub process: Process,
+}
+
+/// Parses the process's arguments (without the program name).
+pub fn parse_args(args: Vec<OsString>) -> Result<Command, Error> {
+    let line = parse_line(args).map_err(Error::Usage)?;
+    if line.help {
+        return Ok(Command::Help);
+    }
+    if line.version {
+        return Ok(Command::Version);
+    }
+    let setup = match &line.config {
+        Some(path) => {
+            if line.rule.listen.is_some() || !line.rule.targets.is_empty() {
+                return Err(Error::Usage(
+                    "--config: write the rules in the file, not also on the command line".into(),
+                ));
+            }
+            let file = file::load(path, &line.rule)?;
+            Setup {
+                rules: file.rules,
+                process: line.process.or(&file.process).build(),
+            }
+        }
+        None => {
+            let rule = build_rule(&line.rule, &RuleDraft::default()).map_err(Error::Usage)?;
+            Setup {
+                rules: vec![rule],
+                process: line.process.build(),
+            }
+        }
+    };
+    Ok(if line.check {
+        Command::Check(setup)
+    } else {
+        Command::Run(setup)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::ListenAddr;
+    use crate::config::help::HELP;
+    use crate::config::rule::{Balance, Mode, Options};
+    use crate::wire::proxy_header::Version as ProxyVersion;
+    use std::time::Duration;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    fn rule(line: &str) -> Result<Rule, Error> {
+        match parse_args(args(line))? {
+            Command::Run(mut setup) => Ok(setup.rules.remove(0)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn error(line: &str) -> String {
+        rule(line).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_plain_forward_has_the_spec_defaults() {
+        let r = rule(":8080 10.0.0.5:80").unwrap();
+        assert_eq!(r.listen, ListenAddr::AnyHost(8080));
+        assert_eq!(r.options, Options::default());
+        let Mode::Forward(fw) = &r.mode else { panic!() };
+        assert_eq!(fw.targets.len(), 1);
+        assert_eq!(fw.balance, Balance::RoundRobin);
+        assert_eq!(
+            r.to_string(),
+            ":8080 10.0.0.5:80 --balance round-robin --health-interval 0 --down-after 1 \
+             --down-for 10s --connect-timeout 5s --idle-timeout 0 --fin-timeout 1m \
+             --keepalive 1m --max-conns 1024 --buffer-size 64k"
+        );
+    }
+
+    #[test]
+    fn options_and_target_flags() {
+        let r = rule(
+            "127.0.0.1:0 a:1,weight=3,max-conns=7 b:2,backup --balance first --idle-timeout 1.5s \
+             --allow 10.0.0.0/8 --deny 10.0.0.1 --buffer-size 32k --nagle --proxy-protocol v2",
+        )
+        .unwrap();
+        let Mode::Forward(fw) = &r.mode else { panic!() };
+        assert_eq!(fw.targets[0].weight, 3);
+        assert_eq!(fw.targets[0].max_conns, Some(7));
+        assert!(fw.targets[1].backup);
+        assert_eq!(fw.balance, Balance::First);
+        assert_eq!(r.options.idle_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(r.options.clients.allow.len(), 1);
+        assert_eq!(r.options.buffer_size, 32 * 1024);
+        assert!(r.options.nagle);
+        assert_eq!(r.options.proxy_protocol, Some(ProxyVersion::V2));
+        // The normalised form reads back as the same rule.
+        let again = rule(&r.to_string()).unwrap();
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn connect_mode() {
+        let r =
+            rule("--connect 127.0.0.1:3128 --connect-ports 443,8443 --auth alice:s3cret").unwrap();
+        let Mode::Connect(policy) = &r.mode else {
+            panic!()
+        };
+        assert!(policy.ports.allows(8443) && !policy.ports.allows(80));
+        assert_eq!(policy.users[0].password, "s3cret");
+        assert!(r.to_string().contains("--auth alice:***"));
+        assert!(!r.to_string().contains("s3cret"));
+        assert!(
+            !format!("{r:?}").contains("s3cret"),
+            "debug output shows a password"
+        );
+    }
+
+    #[test]
+    fn check_lines_quote_what_needs_quotes() {
+        let user = r##"al ice\"#"##;
+        let tokens = ["--connect", ":1", "--auth", &format!("{user}:pw")];
+        let Ok(Command::Run(setup)) = parse_args(tokens.iter().map(OsString::from).collect())
+        else {
+            panic!()
+        };
+        let line = setup.rules[0].to_string();
+        assert!(line.contains(r##"--auth "al ice\\\"#:***""##), "{line}");
+        // The config reader reads the token back as written.
+        let again = file::split(&line).unwrap();
+        assert!(again.contains(&format!("{user}:***")), "{again:?}");
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        assert_eq!(error(":1 a:1 --foo"), "unknown option --foo");
+        assert!(error(":1 a:1 --idle-timeout 5x").starts_with("--idle-timeout: '5x'"));
+        assert!(error(":1 a:1 --max-conns 0").starts_with("--max-conns:"));
+        assert!(error(":1 a:1 --keepalive 1.5s").starts_with("--keepalive:"));
+        assert!(error(":1 a:1 --balance fastest").starts_with("--balance:"));
+        assert!(error(":1 a:1,weight=0").contains("weight"));
+        assert!(error(":1 a:1,heavy").contains("unknown flag"));
+        assert!(error(":1").contains("missing TARGET"));
+        assert!(error("").contains("missing LISTEN"));
+        assert!(error(":1 a:1 --auth u:p").contains("--auth applies only to --connect"));
+        assert!(error("--connect :1 --balance first").contains("--balance applies"));
+        assert!(error("--connect :1 a:1").contains("takes no TARGET"));
+        assert!(error(":1 a:1 --connect-timeout").contains("missing argument"));
+        assert!(error(":1 a:1 --nagle=yes").contains("nagle"));
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert!(matches!(parse_args(args("--help")), Ok(Command::Help)));
+        assert!(matches!(
+            parse_args(args(":1 a:1 -V")),
+            Ok(Command::Version)
+        ));
+        for option in [
+            "--balance",
+            "--connect-timeout",
+            "--idle-timeout",
+            "--fin-timeout",
+            "--keepalive",
+            "--max-conns",
+            "--allow",
+            "--deny",
+            "--buffer-size",
+            "--segment-size",
+            "--mss",
+            "--nagle",
+            "--proxy-protocol",
+            "--accept-proxy",
+            "--health-interval",
+            "--down-after",
+            "--down-for",
+            "--connect-ports",
+            "--connect-allow",
+            "--connect-deny",
+            "--auth",
+            "--stats",
+            "--config",
+            "--check",
+        ] {
+            assert!(HELP.contains(option), "--help misses {option}");
+        }
+        assert!(HELP.lines().count() <= 50, "--help must fit one screen");
+    }
+}

@@ -1,0 +1,141 @@
+//! The heart of tcpfwd: two threads per connection, each copying one direction.
+//!
+//! When one side ends its output (EOF), the copier shuts down the write half of the other
+//! side and stops; the opposite direction keeps running until it ends too (half-close).
+//! An error on either side shuts down both sockets, which wakes the other thread at once.
+//! The details sit behind named helpers: the lazy buffer ([`buffer`]), segment sizing
+//! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
+
+mod buffer;
+mod outcome;
+mod send;
+mod timers;
+mod verdict;
+
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+
+use crate::end::End;
+use crate::log;
+use crate::sys;
+use crate::threads;
+use buffer::Buffer;
+use timers::Timers;
+use verdict::{Direction, Verdict};
+
+pub use outcome::{Outcome, Settings};
+pub use timers::Timeouts;
+
+/// The two sockets of one connection and what both threads know about it.
+struct Pair {
+    client: TcpStream,
+    target: TcpStream,
+    settings: Settings,
+    timers: Timers,
+    verdict: Verdict,
+}
+
+/// Relays until both directions have ended; the calling thread copies client → target,
+/// a second thread copies target → client.
+pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcome {
+    let timers = Timers::new(settings.timeouts);
+    let verdict = Verdict::default();
+    let pair = Arc::new(Pair {
+        client,
+        target,
+        settings,
+        timers,
+        verdict,
+    });
+
+    let other = Arc::clone(&pair);
+    let down = match threads::spawn(move || other.copy(Direction::Down)) {
+        Ok(handle) => handle,
+        Err(e) => {
+            let why = sys::reason(&e);
+            log::problem(format_args!("cannot start a relay thread: {why}"));
+            pair.abort(End::Error);
+            return Outcome::nothing_relayed(End::Error);
+        }
+    };
+    let up = pair.copy(Direction::Up);
+    // A thread that panicked (a bug) has already shut both sockets down (see `Abort`).
+    let down = down.join().unwrap_or(0);
+    Outcome {
+        up,
+        down,
+        end: pair.verdict.end(),
+    }
+}
+
+impl Pair {
+    /// Copies one direction until EOF or an error; returns the bytes delivered.
+    fn copy(&self, dir: Direction) -> u64 {
+        let _guard = Abort(self);
+        let mut delivered = 0;
+        if let Err(end) = self.pump(dir, &mut delivered) {
+            self.abort(end);
+        }
+        delivered
+    }
+
+    /// The copy loop: read, write all of it, again, until EOF (`Ok`) or a failure (`Err`: the
+    /// `end=` to report).
+    fn pump(&self, dir: Direction, delivered: &mut u64) -> Result<(), End> {
+        let (from, to) = match dir {
+            Direction::Up => (&self.client, &self.target),
+            Direction::Down => (&self.target, &self.client),
+        };
+        let mut buffer = Buffer::new(self.settings.buffer_size);
+        self.timers.arm(from, to);
+        loop {
+            match (&*from).read(buffer.space()) {
+                Ok(0) => {
+                    // Half-close: pass the EOF on; the other direction keeps running.
+                    self.timers.finished(dir);
+                    self.verdict.note(dir.eof());
+                    let _ = to.shutdown(Shutdown::Write);
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.timers.moved(dir);
+                    self.send(to, buffer.filled(n), dir)?;
+                    *delivered += n as u64;
+                    buffer.grow_if_full(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if sys::is_timeout(&e) => self.timers.rearm_read(from, dir)?,
+                Err(_) => return Err(dir.reader_reset()),
+            }
+        }
+    }
+
+    /// Writes all of `data` (see [`send::send_segments`]); a write that times out is retried
+    /// unless a timeout has expired.
+    fn send(&self, to: &TcpStream, data: &[u8], dir: Direction) -> Result<(), End> {
+        let moved = || self.timers.moved(dir);
+        let retry = || self.timers.rearm_write(to, dir);
+        let size = self.settings.segment_size;
+        send::send_segments(to, data, size, moved, retry, dir.writer_reset())
+    }
+
+    /// Ends the connection: notes why, and shuts both sockets down, which wakes the other
+    /// thread from its blocking read or write.
+    fn abort(&self, end: End) {
+        self.verdict.note(end);
+        let _ = self.client.shutdown(Shutdown::Both);
+        let _ = self.target.shutdown(Shutdown::Both);
+    }
+}
+
+/// Shuts the pair down if a copier panics, so the other thread never waits forever.
+struct Abort<'a>(&'a Pair);
+
+impl Drop for Abort<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort(End::Error);
+        }
+    }
+}

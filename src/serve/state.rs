@@ -1,0 +1,157 @@
+//! What one rule's threads share: the rule, its targets, its `--max-conns` places, its
+//! counters, and how a finished connection is logged and counted.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use crate::config::rule::{Mode, Rule};
+use crate::counters::RuleCounters;
+use crate::log::{self, Burst, Record};
+use crate::pool::Pool;
+use crate::relay::{Outcome, Settings, Timeouts};
+
+/// What one rule's threads share.
+pub struct RuleState {
+    /// The rule.
+    pub rule: Rule,
+    /// The listen address as written: `listen=` in logs, `rule` in metrics.
+    pub label: String,
+    /// The targets, in forwarding mode.
+    pub pool: Option<Arc<Pool>>,
+    /// Every address this process listens on (CONNECT refuses to tunnel to them).
+    pub own_addrs: Arc<Vec<SocketAddr>>,
+    /// Open connections against `--max-conns`.
+    slots: Slots,
+    /// Counters.
+    pub counters: RuleCounters,
+    /// Once-per-burst logging of resource trouble.
+    pub troubles: Troubles,
+}
+
+/// One [`Burst`] per kind of recurring trouble.
+#[derive(Default)]
+pub struct Troubles {
+    /// `accept()` failing.
+    pub accept: Burst,
+    /// Threads that cannot be started.
+    pub spawn: Burst,
+    /// `--max-conns` reached.
+    pub full: Burst,
+}
+
+impl RuleState {
+    /// The shared state of a rule whose listeners are open.
+    pub fn new(rule: Rule, own_addrs: Arc<Vec<SocketAddr>>) -> RuleState {
+        let pool = match &rule.mode {
+            Mode::Forward(fw) => Some(Arc::new(Pool::new(fw, rule.options.connect_timeout))),
+            Mode::Connect(_) => None,
+        };
+        RuleState {
+            label: rule.listen.to_string(),
+            rule,
+            pool,
+            own_addrs,
+            slots: Slots::default(),
+            counters: RuleCounters::default(),
+            troubles: Troubles::default(),
+        }
+    }
+
+    /// How the relay copies for this rule.
+    pub fn relay_settings(&self) -> Settings {
+        let o = &self.rule.options;
+        Settings {
+            buffer_size: o.buffer_size,
+            segment_size: o.segment_size,
+            timeouts: Timeouts {
+                idle: o.idle_timeout,
+                fin: o.fin_timeout,
+            },
+        }
+    }
+
+    /// Logs and counts a finished connection: its one log line.
+    pub fn log_connection(
+        &self,
+        client: SocketAddr,
+        target: Option<SocketAddr>,
+        outcome: Outcome,
+        accepted: Instant,
+        user: Option<&str>,
+    ) {
+        self.counters
+            .finished(outcome.end, outcome.up, outcome.down);
+        log::connection(&Record {
+            client,
+            listen: &self.label,
+            target,
+            up: outcome.up,
+            down: outcome.down,
+            duration: accepted.elapsed(),
+            end: outcome.end,
+            user,
+        });
+    }
+}
+
+/// Counts the rule's open client connections against `--max-conns`.
+#[derive(Default)]
+struct Slots {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One of the rule's `--max-conns` places, given back when dropped.
+pub struct Slot {
+    state: Arc<RuleState>,
+    counted: bool,
+}
+
+impl Slot {
+    /// Waits until the rule has a free place and takes it.
+    pub fn acquire(state: &Arc<RuleState>) -> Slot {
+        let slots = &state.slots;
+        let max = state.rule.options.max_conns;
+        let mut used = slots.used.lock().unwrap_or_else(|e| e.into_inner());
+        if *used >= max {
+            state.counters.accept_paused.add(1);
+            state.troubles.full.problem(format_args!(
+                "{} has {max} connections (--max-conns): not accepting until one ends",
+                state.label
+            ));
+            while *used >= max {
+                used = slots.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+            }
+            state.troubles.full.clear();
+        }
+        *used += 1;
+        Slot {
+            state: Arc::clone(state),
+            counted: false,
+        }
+    }
+
+    /// A client was accepted into this place: it counts as an open connection.
+    pub fn count(&mut self) {
+        self.state.counters.opened();
+        self.counted = true;
+    }
+
+    /// The rule this place belongs to.
+    pub fn state(&self) -> &Arc<RuleState> {
+        &self.state
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let slots = &self.state.slots;
+        let mut used = slots.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(1);
+        if self.counted {
+            self.state.counters.closed();
+        }
+        slots.freed.notify_one();
+    }
+}

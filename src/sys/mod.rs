@@ -1,0 +1,125 @@
+//! The OS below std: Linux socket options and limits that std lacks (the only `unsafe` in
+//! tcpfwd, in [`linux`] and [`sigstack`]), and what an I/O error means on this OS. Elsewhere
+//! than Linux these are portable no-ops or clear "unsupported" errors.
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+#[cfg(target_os = "linux")]
+mod linux;
+mod reason;
+#[cfg(target_os = "linux")]
+mod sigstack;
+
+pub use reason::reason;
+
+/// Whether `e` is the expiry of a timeout set with `set_read_timeout`/`set_write_timeout`:
+/// `WouldBlock` on Unix (std reports SO_RCVTIMEO's EAGAIN so), `TimedOut` on Windows. On Unix
+/// `TimedOut` is ETIMEDOUT, the kernel giving up on the peer (keepalive or retransmissions):
+/// a failure of the connection, never a timeout of tcpfwd's.
+pub fn is_timeout(e: &io::Error) -> bool {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => true,
+        io::ErrorKind::TimedOut => cfg!(windows),
+        _ => false,
+    }
+}
+
+/// Turns TCP keepalive on with the first probe after `idle` (then every 10 s, 6 probes: a dead
+/// peer is found about a minute later), or off with `None`. Outside Linux: a no-op.
+pub fn set_keepalive(stream: &TcpStream, idle: Option<Duration>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use linux::*;
+        let Some(idle) = idle else { return Ok(()) };
+        let secs = std::ffi::c_int::try_from(idle.as_secs().max(1)).unwrap_or(std::ffi::c_int::MAX);
+        set_int(stream, SOL_SOCKET, SO_KEEPALIVE, 1)?;
+        set_int(stream, IPPROTO_TCP, TCP_KEEPIDLE, secs)?;
+        set_int(stream, IPPROTO_TCP, TCP_KEEPINTVL, 10)?;
+        set_int(stream, IPPROTO_TCP, TCP_KEEPCNT, 6)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (stream, idle);
+        Ok(())
+    }
+}
+
+/// Sets TCP_MAXSEG on a listening socket: connections accepted later advertise and use it.
+pub fn set_mss(listener: &TcpListener, mss: u32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let value = std::ffi::c_int::try_from(mss).map_err(|_| io::ErrorKind::InvalidInput)?;
+        linux::set_int(listener, linux::IPPROTO_TCP, linux::TCP_MAXSEG, value)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (listener, mss);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--mss is supported on Linux only",
+        ))
+    }
+}
+
+/// Whether an IPv6 listener refuses IPv4 clients (`None` where it cannot be read).
+pub fn v6only(listener: &TcpListener) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::get_int(listener, linux::IPPROTO_IPV6, linux::IPV6_V6ONLY)
+            .ok()
+            .map(|v| v != 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = listener;
+        None
+    }
+}
+
+/// Whether `e` says that tcpfwd (or the system) ran out of file descriptors (EMFILE,
+/// ENFILE) or memory, rather than that the peer failed. Not EADDRNOTAVAIL: it also means
+/// "no route from any local address" (`::1` on a host without IPv6), and even when it
+/// means "no free local port" that is per destination, so another target may still work.
+pub fn is_local_shortage(e: &io::Error) -> bool {
+    // ENFILE and EMFILE are 23 and 24 on Linux (every architecture), macOS and the BSDs;
+    // WSAEMFILE on Windows. ENOBUFS differs per architecture even on Linux: left out.
+    #[cfg(unix)]
+    const OUT_OF_DESCRIPTORS: &[i32] = &[23, 24];
+    #[cfg(windows)]
+    const OUT_OF_DESCRIPTORS: &[i32] = &[10024];
+    #[cfg(not(any(unix, windows)))]
+    const OUT_OF_DESCRIPTORS: &[i32] = &[];
+    e.kind() == io::ErrorKind::OutOfMemory
+        || e.raw_os_error()
+            .is_some_and(|code| OUT_OF_DESCRIPTORS.contains(&code))
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut limit = linux::nofile_limit()?;
+        if limit.cur < limit.max {
+            limit.cur = limit.max;
+            linux::set_nofile_limit(&limit)?;
+        }
+        #[allow(clippy::useless_conversion)] // rlim_t is 32 bits on some targets
+        Ok(u64::from(limit.cur))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Undoes what tcpfwd's ELF constructor did before `main` (Linux): SIGSEGV and SIGBUS are
+/// set to be ignored before std's start-up, so that std gives no thread a signal alternate
+/// stack (two memory mappings per thread: with two threads per connection, `vm.max_map_count`
+/// would otherwise cap the process near 8,000 connections). Called first thing in `main`. The
+/// price: a stack overflow kills the process with SIGSEGV, without std's message.
+pub fn fault_signals_to_default() {
+    #[cfg(target_os = "linux")]
+    sigstack::fault_signals_to_default();
+}
