@@ -604,7 +604,7 @@ fn mss_clamps_the_segments_a_client_may_send() {
     let mss_of = |addr: SocketAddr| {
         let mut client = connect(addr);
         // The client's own TCP_MAXSEG: the smaller of its MTU's and what the peer advertised.
-        let mss = tcpfwd::sys::mss(&client).unwrap();
+        let mss = mss(&client).unwrap();
         client.write_all(b"ping").unwrap();
         let mut echoed = [0; 4];
         client.read_exact(&mut echoed).unwrap();

@@ -2,6 +2,7 @@
 //!
 //! One file per job, each using only those listed above it:
 //!
+//! - `sys`: the tests' own FFI (Linux): connect from a chosen address, MSS, open-file limit.
 //! - `wait`: how long a test may wait ([`PATIENCE`]), polling, the tests' own threads.
 //! - `emulation`: running under qemu-user, and skipping what it cannot emulate.
 //! - `net`: plain TCP from the test's side, and addresses free, closed or never answering.
@@ -21,6 +22,7 @@ mod http;
 mod net;
 mod process;
 mod procfs;
+mod sys;
 mod wait;
 
 // Each test file uses a part of these: the rest is not an unused import.
@@ -45,5 +47,7 @@ pub use procfs::{
     address_space_of, close_wait_of, cpu_ticks, fds_of, guest_memory_of, resident_of, threads_of,
     GuestMemory,
 };
+#[allow(unused_imports)]
+pub use sys::{mss, raise_fd_limit};
 #[allow(unused_imports)]
 pub use wait::{spawn, wait_until, PATIENCE};

@@ -5,6 +5,7 @@ use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+use super::sys;
 use super::wait::PATIENCE;
 
 /// Connects with read and write timeouts of [`PATIENCE`], so no test hangs forever.
@@ -15,10 +16,13 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Connects from a chosen loopback source address (127.0.0.2, ...).
+/// Connects from a chosen loopback source address (127.0.0.2, ...), with the timeouts of
+/// [`connect`] (Linux only: see `sys`).
 pub fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    // std cannot bind a socket before connecting; tcpfwd's sys module can (Linux).
-    tcpfwd::sys::connect_from(source.parse().unwrap(), addr, PATIENCE)
+    let s = sys::connect_from(source.parse().unwrap(), addr)?;
+    s.set_read_timeout(Some(PATIENCE))?;
+    s.set_write_timeout(Some(PATIENCE))?;
+    Ok(s)
 }
 
 /// Reads until EOF; panics on error or after [`PATIENCE`].
