@@ -2,10 +2,10 @@
 //! a client closed without data.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 
 use super::backend::Backend;
-use super::net::read_all;
+use super::net::{connect, pattern, read_all};
 use super::process::Tcpfwd;
 use super::wait::spawn;
 
@@ -72,4 +72,10 @@ pub fn assert_closed_without_data(client: &mut TcpStream) {
         }
     }
     panic!("the read kept being interrupted");
+}
+
+/// Sends `size` bytes of [`pattern`] through an echo path at `addr` and reads them back at
+/// the same time; asserts the echo is byte-exact (see [`echo_both_ways_at_once`]).
+pub fn echo_through(addr: SocketAddr, size: usize) {
+    echo_both_ways_at_once(&mut connect(addr), &pattern(size, size as u32));
 }

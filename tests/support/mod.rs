@@ -29,7 +29,7 @@ mod wait;
 #[allow(unused_imports)]
 pub use backend::{hold, served_by, served_from, Backend};
 #[allow(unused_imports)]
-pub use checks::{assert_closed_without_data, assert_denied, echo_both_ways_at_once};
+pub use checks::{assert_closed_without_data, assert_denied, echo_both_ways_at_once, echo_through};
 #[allow(unused_imports)]
 pub use emulation::{
     runner, skip_if_socket_errors_untranslated, skip_under_emulation, under_emulation,
