@@ -894,7 +894,7 @@ fn part(name: &str) -> bool {
 fn fd_limit() -> u64 {
     static LIMIT: Mutex<Option<u64>> = Mutex::new(None);
     let mut limit = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
-    *limit.get_or_insert_with(|| tcpfwd::sys::raise_fd_limit().unwrap_or(1024))
+    *limit.get_or_insert_with(|| support::raise_fd_limit().unwrap_or(1024))
 }
 
 fn temp_dir() -> PathBuf {

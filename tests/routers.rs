@@ -36,7 +36,7 @@ fn memory(pid: u32) -> Option<(u64, u64)> {
 #[test]
 #[ignore = "1,000 connections: run by make cross-test, or with --ignored"]
 fn a_thousand_connections_fit_well_inside_a_32_bit_address_space() {
-    let _ = tcpfwd::sys::raise_fd_limit(); // this test holds 2,000 sockets itself
+    let _ = raise_fd_limit(); // this test holds 2,000 sockets itself
     let (backend, held_by_backend) = greeting_holder();
     let fwd = Tcpfwd::start(&["127.0.0.1:0", &backend.addr.to_string()]);
     let pid = fwd.pid();

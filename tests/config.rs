@@ -1,0 +1,204 @@
+//! Config files and `--check`, black-box: several rules served from one file, the `--check`
+//! printout with every default spelled out, errors that name the file and line, and a
+//! start-up that fails before anything is served.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use support::*;
+
+#[test]
+fn a_config_file_serves_three_rules_at_once() {
+    let (a, b) = (Backend::named("A"), Backend::named("B"));
+    let config = temp_file(
+        "three.conf",
+        &format!(
+            "# two forwards and a CONNECT proxy\n\
+             \n\
+             127.0.0.1:0 {a}   # first\n\
+             \"127.0.0.1:0\" \"{b},weight=2\"\n\
+             --connect 127.0.0.1:0 --auth \"alice:se cret\"\n",
+            a = a.addr,
+            b = b.addr
+        ),
+    );
+    let path = config.to_str().unwrap();
+    let fwd = Tcpfwd::spawn(&["--config", path]);
+    fwd.wait_lines("listening on ", 3);
+    let addrs = fwd.addrs();
+    assert_eq!(addrs.len(), 3, "{:?}", fwd.lines());
+    // Both forwards open at the same time, each to its own backend.
+    let mut first = connect(addrs[0]);
+    let mut second = connect(addrs[1]);
+    let mut greeting = [0; 1];
+    first.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"A");
+    second.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"B");
+    for (stream, text) in [(&mut first, "one"), (&mut second, "two")] {
+        stream.write_all(text.as_bytes()).unwrap();
+        let mut echoed = [0; 3];
+        stream.read_exact(&mut echoed).unwrap();
+        assert_eq!(&echoed, text.as_bytes());
+    }
+    // The CONNECT rule listens (its behaviour is tested with CONNECT mode itself).
+    TcpStream::connect(addrs[2]).expect("the CONNECT rule accepts");
+    drop((first, second));
+    let logged = fwd.wait_lines("end=", 2);
+    assert!(
+        logged.iter().all(|l| l.contains(" listen=127.0.0.1:0 ")),
+        "{logged:?}"
+    );
+
+    let (code, out, err) = run(&["--check", "--config", path]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with(&format!("127.0.0.1:0 {} --balance", a.addr)));
+    assert!(lines[1].starts_with(&format!("127.0.0.1:0 {},weight=2 --balance", b.addr)));
+    assert!(
+        lines[2].starts_with("--connect 127.0.0.1:0 --connect-ports 443 --auth alice:*** "),
+        "{}",
+        lines[2]
+    );
+    assert!(!out.contains("se cret"), "a password was printed: {out}");
+}
+
+#[test]
+fn check_prints_rules_with_comments_quotes_and_command_line_defaults() {
+    let config = temp_file(
+        "defaults.conf",
+        "# tcpfwd.conf: comments, blank lines and quotes\n\
+         --stats 127.0.0.1:9100\n\
+         \n\
+         \t127.0.0.1:8080 \"127.0.0.1:1,weight=3\" 127.0.0.1:2,backup --idle-timeout 5m  # own\n\
+         \"[::1]:8081\" 127.0.0.1:3 --balance least-conn   # takes the default\n\
+         --connect :3128 --connect-ports 443,8443 --auth \"b\\\"ob:p w\"\n",
+    );
+    let path = config.to_str().unwrap();
+    let (code, out, err) = run(&["--check", "--idle-timeout", "7s", "-q", "--config", path]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err, "");
+    let want = [
+        "--stats 127.0.0.1:9100 -q".to_string(),
+        "127.0.0.1:8080 127.0.0.1:1,weight=3 127.0.0.1:2,backup --balance round-robin \
+         --health-interval 0 --down-after 1 --down-for 10s --connect-timeout 5s \
+         --idle-timeout 5m --fin-timeout 1m --keepalive 1m --max-conns 1024 --buffer-size 64k"
+            .to_string(),
+        "[::1]:8081 127.0.0.1:3 --balance least-conn --health-interval 0 --down-after 1 \
+         --down-for 10s --connect-timeout 5s --idle-timeout 7s --fin-timeout 1m --keepalive 1m \
+         --max-conns 1024 --buffer-size 64k"
+            .to_string(),
+        "--connect :3128 --connect-ports 443,8443 --auth \"b\\\"ob:***\" --connect-timeout 5s \
+         --idle-timeout 7s --fin-timeout 1m --keepalive 1m --max-conns 1024 --buffer-size 64k"
+            .to_string(),
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
+    // --check binds nothing: the same file checks fine while its ports are taken.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let file = temp_file(
+        "busy.conf",
+        &format!("{} 127.0.0.1:9\n", busy.local_addr().unwrap()),
+    );
+    let (code, _, err) = run(&["--check", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn every_config_error_names_the_file_and_line_and_exits_2() {
+    let cases = [
+        (
+            ":1 127.0.0.1:1\n\n:2 127.0.0.1:1 --foo\n",
+            3,
+            "unknown option --foo",
+        ),
+        (
+            "# ok\n:1 127.0.0.1:1,weight=0\n",
+            2,
+            "weight must be 1 to 1000",
+        ),
+        (":1 127.0.0.1:1 --idle-timeout soon\n", 1, "--idle-timeout"),
+        (":1 127.0.0.1:1 --auth \"alice:x\n", 1, "unterminated quote"),
+        (
+            ":1 127.0.0.1:1\n:2 127.0.0.1:1 --stats 127.0.0.1:1\n",
+            2,
+            "own",
+        ),
+        (":1 127.0.0.1:1\n--max-conns 5\n", 2, "missing LISTEN"),
+        (":1 127.0.0.1:1\n--check\n", 2, "command line"),
+        (":1 127.0.0.1:1\n:2 not-a-target\n", 2, "TARGET"),
+    ];
+    for (text, line, message) in cases {
+        let file = temp_file("bad.conf", text);
+        let path = file.to_str().unwrap();
+        let (code, out, err) = run(&["--check", "--config", path]);
+        assert_eq!(code, Some(2), "{text:?}: {err}");
+        assert_eq!(out, "", "{text:?}");
+        let prefix = format!("tcpfwd: {path}:{line}: ");
+        assert!(
+            err.starts_with(&prefix) && err.contains(message),
+            "{text:?}: want {prefix}...{message}, got {err}"
+        );
+        // Serving it fails the same way, before anything listens.
+        let fwd = Tcpfwd::spawn(&["--config", path]);
+        let (code, log) = fwd.wait_exit();
+        assert_eq!(code, Some(2), "{log}");
+        assert!(
+            log.starts_with(&prefix) && !log.contains("listening on"),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_exit_2() {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such.conf");
+    let path = path.to_str().unwrap();
+    for args in [vec!["--config", path], vec!["--check", "--config", path]] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(out, "");
+        assert!(err.contains(path) && err.contains("no such file"), "{err}");
+    }
+}
+
+#[test]
+fn a_busy_port_stops_start_up_before_anything_is_served() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    let backend = Backend::echo();
+    // The second rule's port is taken; the first one's was free.
+    let free = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = temp_file(
+        "busy.conf",
+        &format!("{free} {0}\n{busy_addr} {0}\n", backend.addr),
+    );
+    let fwd = Tcpfwd::spawn(&["--config", config.to_str().unwrap()]);
+    let (code, log) = fwd.wait_exit();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("cannot listen on {busy_addr}: address in use")),
+        "{log}"
+    );
+    assert!(!log.contains("listening on"), "something was served: {log}");
+    let refused = TcpStream::connect(free).map_err(|e| e.kind());
+    assert_eq!(refused.err(), Some(ErrorKind::ConnectionRefused));
+    assert_eq!(backend.count(), 0);
+
+    // Likewise for the metrics listener.
+    let fwd = Tcpfwd::spawn(&[
+        "--stats",
+        &busy_addr.to_string(),
+        "127.0.0.1:0",
+        &backend.addr.to_string(),
+    ]);
+    let (code, log) = fwd.wait_exit();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("cannot listen on {busy_addr}")),
+        "{log}"
+    );
+    assert!(!log.contains("listening on"), "{log}");
+}

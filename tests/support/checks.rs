@@ -1,0 +1,81 @@
+//! Assertions several test files share: an echo both ways at once, a client the filter denied,
+//! a client closed without data.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+
+use super::backend::Backend;
+use super::net::{connect, pattern, read_all};
+use super::process::Tcpfwd;
+use super::wait::spawn;
+
+/// Sends `data` through an echo path while reading the echo at the same time (a forwarder
+/// that copies one direction after the other would deadlock once the socket buffers fill),
+/// then shuts down the write half; asserts the echo is byte-exact.
+pub fn echo_both_ways_at_once(client: &mut TcpStream, data: &[u8]) {
+    let mut writer = client.try_clone().unwrap();
+    let sent = data.to_vec();
+    let write = spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let echoed = read_all(client);
+    write.join().unwrap();
+    assert!(
+        echoed == data,
+        "echo differs ({} of {} bytes)",
+        echoed.len(),
+        data.len()
+    );
+}
+
+/// Asserts a client refused by the filter: closed without a byte, logged `end=denied` from
+/// `client` (the address tcpfwd saw, e.g. `127.0.0.3:`) with `target=-`, and that the
+/// backend saw only the `served` connections it had before.
+pub fn assert_denied(
+    fwd: &Tcpfwd,
+    refused: &mut TcpStream,
+    client: &str,
+    backend: &Backend,
+    served: usize,
+) {
+    assert_closed_without_data(refused);
+    let line = fwd.wait_line("end=denied");
+    assert!(
+        line.starts_with(&format!("client={client}")) && line.contains("target=-"),
+        "{line}"
+    );
+    assert_eq!(
+        backend.count(),
+        served,
+        "a denied client reached the target"
+    );
+}
+
+/// Asserts the client was closed without a byte from tcpfwd.
+pub fn assert_closed_without_data(client: &mut TcpStream) {
+    let mut buf = [0; 16];
+    // A signal may interrupt the read (EINTR): read again, a bounded number of times.
+    for _ in 0..100 {
+        match client.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => panic!("got {n} bytes: {:?}", &buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let reset = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                );
+                assert!(reset, "{e}");
+                return;
+            }
+        }
+    }
+    panic!("the read kept being interrupted");
+}
+
+/// Sends `size` bytes of [`pattern`] through an echo path at `addr` and reads them back at
+/// the same time; asserts the echo is byte-exact (see [`echo_both_ways_at_once`]).
+pub fn echo_through(addr: SocketAddr, size: usize) {
+    echo_both_ways_at_once(&mut connect(addr), &pattern(size, size as u32));
+}

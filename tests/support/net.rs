@@ -1,0 +1,83 @@
+//! Plain TCP from the test's side: connecting (with timeouts, or from a chosen source
+//! address), reading to EOF, test bytes, and addresses that are free, closed or never answer.
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use super::sys;
+use super::wait::PATIENCE;
+
+/// Connects with read and write timeouts of [`PATIENCE`], so no test hangs forever.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// Connects from a chosen loopback source address (127.0.0.2, ...), with the timeouts of
+/// [`connect`] (Linux only: see `sys`).
+pub fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = sys::connect_from(source.parse().unwrap(), addr)?;
+    s.set_read_timeout(Some(PATIENCE))?;
+    s.set_write_timeout(Some(PATIENCE))?;
+    Ok(s)
+}
+
+/// Reads until EOF; panics on error or after [`PATIENCE`].
+pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read to EOF");
+    out
+}
+
+/// Deterministic test bytes.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (the OS picked it, then it was closed).
+pub fn free_port() -> u16 {
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().unwrap().port()
+}
+
+/// A loopback address nothing listens on (bound, then closed): connects to it are refused.
+pub fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().unwrap()
+}
+
+/// Whether this machine has an IPv6 loopback (tests that need it skip without).
+pub fn ipv6_loopback() -> Option<TcpListener> {
+    TcpListener::bind("[::1]:0").ok()
+}
+
+/// A loopback listener that never accepts and whose backlog is full, so a connect to it times
+/// out (SYNs are dropped) instead of being refused. Keep both values alive while it is used.
+/// Fills the backlog in a bounded loop: std listens with a backlog of 128 (129 connections
+/// fit), and the loop stops at the first connect that times out.
+pub fn full_backlog() -> (TcpListener, Vec<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..5000 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => queued.push(s),
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                return (listener, queued)
+            }
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+    }
+    panic!("the backlog never filled ({} connections)", queued.len());
+}
