@@ -1,5 +1,6 @@
 //! Accept loops: a rule's (limits, back-off, handing each client on) and the metrics one's.
-//! Neither ever exits or spins: a failing `accept()` backs off and is logged once per burst.
+//! Neither ever exits or spins: a failing `accept()` backs off and is logged as a burst (start, end, at most one line
+//! per few seconds between).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::log::Burst;
+use crate::log::{self, Burst};
 use crate::serve::session;
 use crate::serve::state::{RuleState, Slot};
 use crate::sys::reason;
@@ -30,7 +31,12 @@ pub fn serve_rule(socket: TcpListener, state: Arc<RuleState>) {
             ));
             acceptor.backoff.wait();
         } else {
-            state.troubles.spawn.clear();
+            if let Some(ended) = state.troubles.spawn.clear() {
+                log::problem(format_args!(
+                    "connection threads start again on {} after {ended} ({} clients dropped)",
+                    state.label, ended.count
+                ));
+            }
             acceptor.backoff.reset();
         }
     }
@@ -62,7 +68,12 @@ impl Acceptor {
         loop {
             match self.socket.accept() {
                 Ok(client) => {
-                    trouble.clear();
+                    if let Some(ended) = trouble.clear() {
+                        log::problem(format_args!(
+                            "accepting on {label} again after {ended} ({} failed accepts)",
+                            ended.count
+                        ));
+                    }
                     return client;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

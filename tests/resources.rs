@@ -1,0 +1,81 @@
+//! Trouble with resources, black-box, as a router or a shared host meets it: log lines about
+//! a lasting trouble stay few, the listen backlog holds a burst of clients, a dead first
+//! address does not eat the connect budget, a failed allocation ends no connection, a
+//! connection the kernel gave up on reaches the client as a reset.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Lines of `fwd`'s log that contain `needle`.
+fn count_lines(fwd: &Tcpfwd, needle: &str) -> usize {
+    fwd.lines().iter().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn a_rule_held_at_max_conns_says_so_once_and_once_when_it_has_room_again() {
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    // -q: these lines are problems, kept in a quiet log too.
+    let (fwd, addr) = Tcpfwd::start_quiet(&[&target, "--max-conns", "3"]);
+    // 12 clients for 3 places, each holding its place 20 ms, for 6 s: the rule is at its cap
+    // the whole time and a place frees (and is taken again) hundreds of times.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let (stop, served) = (Arc::clone(&stop), Arc::clone(&served));
+            spawn(move || {
+                for _ in 0..10_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let mut s = connect(addr);
+                    s.write_all(b"x").unwrap();
+                    let mut back = [0; 1];
+                    s.read_exact(&mut back).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let lasted = start.elapsed();
+    let served = served.load(Ordering::SeqCst);
+    assert!(served > 100, "only {served} clients served");
+    // The next client after a quiet while finds room: the burst's end is logged, with how
+    // many waited.
+    std::thread::sleep(Duration::from_millis(2_100));
+    let mut s = connect(addr);
+    s.write_all(b"y").unwrap();
+    let mut back = [0; 1];
+    s.read_exact(&mut back).unwrap();
+    let ended = fwd.wait_line("accepting again after");
+    let waited: usize = ended
+        .split('(')
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(waited >= served / 2, "{ended} ({served} served)");
+    // One line when it started, at most one per 5 s while it lasted, one when it ended.
+    let full = count_lines(&fwd, "(--max-conns)");
+    let most = 1 + (lasted.as_secs() as usize).div_ceil(5);
+    assert!(
+        (1..=most).contains(&full),
+        "{full} lines for {served} clients in {lasted:?}:\n{}",
+        fwd.lines().join("\n")
+    );
+    assert_eq!(count_lines(&fwd, "accepting again after"), 1);
+}
