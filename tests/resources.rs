@@ -79,3 +79,74 @@ fn a_rule_held_at_max_conns_says_so_once_and_once_when_it_has_room_again() {
     );
     assert_eq!(count_lines(&fwd, "accepting again after"), 1);
 }
+
+/// Whether this test runs as root with `unshare` (a private /etc/hosts needs both).
+fn can_unshare() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+        .unwrap_or(false);
+    root && std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_black_holed_first_address_leaves_the_second_its_share_of_the_budget() {
+    if !can_unshare() {
+        eprintln!("skipped: a private /etc/hosts needs root and unshare(1)");
+        return;
+    }
+    if skip_under_emulation("the mount namespace wraps qemu, whose resolver is the host's") {
+        return;
+    }
+    // The name resolves to 127.0.0.1 first (a listener whose backlog is full: SYNs are
+    // dropped, a connect hangs) and 127.0.0.2 second (a working backend on the same port).
+    // The address list is injected through a private /etc/hosts in a mount namespace of
+    // tcpfwd's own (unshare -m, bind mount), so nothing on the machine changes.
+    let (hole, _queued) = full_backlog();
+    let port = hole.local_addr().unwrap().port();
+    let backend = Backend::start_on(&format!("127.0.0.2:{port}"), |mut s| {
+        let _ = s.write_all(b"B");
+    });
+    let hosts = temp_file(
+        "hosts",
+        "127.0.0.1 dual.tcpfwd.test\n127.0.0.2 dual.tcpfwd.test\n",
+    );
+    let script = "mount --bind \"$0\" /etc/hosts && exec \"$@\"";
+    let wrapper = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ];
+    let mut wrapper: Vec<&str> = wrapper.to_vec();
+    wrapper.push(hosts.to_str().unwrap());
+    let target = format!("dual.tcpfwd.test:{port}");
+    let fwd = Tcpfwd::start_wrapped(
+        &wrapper,
+        &["127.0.0.1:0", &target, "--connect-timeout", "2s"],
+    );
+    let started = Instant::now();
+    let mut client = connect(fwd.addr());
+    let mut greeting = [0; 1];
+    client
+        .read_exact(&mut greeting)
+        .expect("served by the second address");
+    // The first address had its half (1 s), the second answered at once.
+    let took = started.elapsed();
+    assert_eq!(&greeting, b"B");
+    assert!(took < Duration::from_millis(1_900), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "the first address was not tried: {took:?}"
+    );
+    drop(client);
+    let line = fwd.wait_line("end=");
+    assert!(line.contains(&format!("target=127.0.0.2:{port}")), "{line}");
+    assert_eq!(backend.count(), 1);
+}

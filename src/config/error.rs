@@ -93,4 +93,3 @@ mod tests {
         assert!(words.len() <= MAX_MESSAGE + 3, "{}", words.len());
     }
 }
-
