@@ -85,14 +85,14 @@ fn check_prints_rules_with_comments_quotes_and_command_line_defaults() {
         "--stats 127.0.0.1:9100 -q".to_string(),
         "127.0.0.1:8080 127.0.0.1:1,weight=3 127.0.0.1:2,backup --balance round-robin \
          --health-interval 0 --down-after 1 --down-for 10s --connect-timeout 5s \
-         --idle-timeout 5m --fin-timeout 1m --keepalive 1m --max-conns 1024 --buffer-size 64k"
+         --idle-timeout 5m --fin-timeout 1m --keepalive 1m --max-conns 1024 --backlog 1024 --buffer-size 64k"
             .to_string(),
         "[::1]:8081 127.0.0.1:3 --balance least-conn --health-interval 0 --down-after 1 \
          --down-for 10s --connect-timeout 5s --idle-timeout 7s --fin-timeout 1m --keepalive 1m \
-         --max-conns 1024 --buffer-size 64k"
+         --max-conns 1024 --backlog 1024 --buffer-size 64k"
             .to_string(),
         "--connect :3128 --connect-ports 443,8443 --auth \"b\\\"ob:***\" --connect-timeout 5s \
-         --idle-timeout 7s --fin-timeout 1m --keepalive 1m --max-conns 1024 --buffer-size 64k"
+         --idle-timeout 7s --fin-timeout 1m --keepalive 1m --max-conns 1024 --backlog 1024 --buffer-size 64k"
             .to_string(),
     ];
     assert_eq!(out.lines().collect::<Vec<_>>(), want);

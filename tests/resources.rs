@@ -6,6 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,4 +150,49 @@ fn a_black_holed_first_address_leaves_the_second_its_share_of_the_budget() {
     let line = fwd.wait_line("end=");
     assert!(line.contains(&format!("target=127.0.0.2:{port}")), "{line}");
     assert_eq!(backend.count(), 1);
+}
+
+/// The backlog of the socket listening on `port`, as `ss -ltn` shows it (Send-Q of a
+/// listening socket); `None` without `ss` (iproute2).
+fn backlog_of(port: u16) -> Option<u32> {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // State Recv-Q Send-Q Local Peer
+    text.lines().next()?.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_listen_backlog_holds_a_burst_of_clients() {
+    if std::process::Command::new("ss").arg("-V").output().is_err() {
+        eprintln!("skipped: ss (iproute2) is not installed");
+        return;
+    }
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(4096);
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    // The default: 1024, as far as the kernel allows (std alone listens with 128).
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target]);
+    let default = backlog_of(fwd.addr().port()).expect("ss shows the listener");
+    assert_eq!(default, 1024.min(somaxconn));
+    assert!(default >= 511.min(somaxconn), "backlog {default}");
+    // --backlog N, per rule.
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target, "--backlog", "600"]);
+    assert_eq!(backlog_of(fwd.addr().port()), Some(600.min(somaxconn)));
+    // At --max-conns the backlog holds the waiting clients: 300 connects all complete.
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target, "--max-conns", "1"]);
+    let _held = connect(fwd.addr());
+    let waiting: Vec<TcpStream> = (0..300.min(somaxconn as usize - 2))
+        .map(|_| {
+            TcpStream::connect_timeout(&fwd.addr(), Duration::from_millis(500))
+                .expect("a client that waits in the backlog")
+        })
+        .collect();
+    assert!(!waiting.is_empty());
 }

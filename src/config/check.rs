@@ -114,6 +114,7 @@ impl fmt::Display for Options {
         show_timeout(f, "fin-timeout", self.fin_timeout)?;
         show_timeout(f, "keepalive", self.keepalive)?;
         write!(f, " --max-conns {}", self.max_conns)?;
+        write!(f, " --backlog {}", self.backlog)?;
         show_acl(f, "", &self.clients)?;
         write!(f, " --buffer-size {}", ShowSize(self.buffer_size))?;
         if let Some(size) = self.segment_size {
@@ -314,6 +315,10 @@ mod tests {
             if r.chance(40) {
                 words.extend([name.into(), duration(r)]);
             }
+        }
+        if r.chance(30) {
+            let n = r.pick(&["1", "511", "65535", "65536", "0"]);
+            words.extend(["--backlog".into(), n.into()]);
         }
         if r.chance(40) {
             let n = r.pick(&[

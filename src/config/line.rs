@@ -74,6 +74,7 @@ pub(crate) struct RuleDraft {
     fin_timeout: Option<Option<Duration>>,
     keepalive: Option<Option<Duration>>,
     max_conns: Option<usize>,
+    backlog: Option<u32>,
     allow: Option<Vec<Cidr>>,
     deny: Option<Vec<Cidr>>,
     buffer_size: Option<usize>,
@@ -134,6 +135,7 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
             }
             Long("keepalive") => d.keepalive = Some(value(&mut p, "keepalive", parse_keepalive)?),
             Long("max-conns") => d.max_conns = Some(value(&mut p, "max-conns", parse_max_conns)?),
+            Long("backlog") => d.backlog = Some(value(&mut p, "backlog", parse_backlog)?),
             Long("allow") => push(&mut d.allow, value(&mut p, "allow", Cidr::parse)?),
             Long("deny") => push(&mut d.deny, value(&mut p, "deny", Cidr::parse)?),
             Long("buffer-size") => {
@@ -208,6 +210,16 @@ fn parse_max_conns(text: &str) -> Result<usize, String> {
     match parse_count(text)? {
         n if n <= MAX_CONNS => Ok(n),
         _ => Err(format!("'{text}' is more than {MAX_CONNS}")),
+    }
+}
+
+/// The largest `--backlog`: the kernel caps it at `net.core.somaxconn` anyway.
+const MAX_BACKLOG: u32 = 65_535;
+
+fn parse_backlog(text: &str) -> Result<u32, String> {
+    match parse_count(text)? {
+        n if n <= MAX_BACKLOG => Ok(n),
+        _ => Err(format!("'{text}' is more than {MAX_BACKLOG}")),
     }
 }
 
@@ -358,6 +370,7 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
         fin_timeout: pick(&line.fin_timeout, &defaults.fin_timeout).unwrap_or(base.fin_timeout),
         keepalive: pick(&line.keepalive, &defaults.keepalive).unwrap_or(base.keepalive),
         max_conns: pick(&line.max_conns, &defaults.max_conns).unwrap_or(base.max_conns),
+        backlog: pick(&line.backlog, &defaults.backlog).unwrap_or(base.backlog),
         clients: Acl {
             allow: pick(&line.allow, &defaults.allow).unwrap_or_default(),
             deny: pick(&line.deny, &defaults.deny).unwrap_or_default(),
