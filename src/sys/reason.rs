@@ -61,10 +61,7 @@ mod tests {
     #[test]
     fn the_words_do_not_depend_on_the_c_library() {
         assert_eq!(reason(&ErrorKind::AddrInUse.into()), "address in use");
-        assert_eq!(
-            reason(&ErrorKind::TimedOut.into()),
-            "connection timed out"
-        );
+        assert_eq!(reason(&ErrorKind::TimedOut.into()), "connection timed out");
         assert_eq!(
             reason(&ErrorKind::HostUnreachable.into()),
             "no route to host"
