@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{fds_of, spawn, threads_of, wait_until};
+use support::{cpu_ticks_with_children, fds_of, free_port, spawn, threads_of, wait_until};
 
 /// How long one throughput row runs.
 const ROW_TIME: Duration = Duration::from_secs(2);
@@ -310,13 +310,6 @@ impl Running {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// Runs `program args` under the open-file limit `nofile` (the shell's ulimit, no prlimit).
 fn start_proc(program: &str, args: &[String], nofile: u64, log: &Path) -> Proc {
     let log = std::fs::File::create(log).expect("log file");
@@ -451,23 +444,11 @@ fn start_peer(
 // ---------------------------------------------------------------------------------------
 // What /proc says about a process.
 
-/// utime + stime, plus that of waited-for children (socat forks one per connection), in
-/// clock ticks (100 per second on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    (11..15)
-        .filter_map(|i| fields.get(i)?.parse::<u64>().ok())
-        .sum()
-}
-
+/// CPU seconds of `pids`, their waited-for children included (socat forks one per
+/// connection).
 fn cpu_seconds(pids: &[u32]) -> f64 {
-    pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>() as f64 / 100.0
+    let ticks = |p| cpu_ticks_with_children(p).unwrap_or(0);
+    pids.iter().map(|&p| ticks(p)).sum::<u64>() as f64 / 100.0
 }
 
 /// Proportional set size in KiB: the process's share of the memory it really uses.

@@ -44,8 +44,8 @@ pub use net::{
 pub use process::{run, tcpfwd_command, temp_file, Tcpfwd};
 #[allow(unused_imports)]
 pub use procfs::{
-    address_space_of, close_wait_of, cpu_ticks, fds_of, guest_memory_of, resident_of, threads_of,
-    GuestMemory,
+    address_space_of, close_wait_of, cpu_ticks, cpu_ticks_with_children, fds_of, guest_memory_of,
+    resident_of, threads_of, GuestMemory,
 };
 #[allow(unused_imports)]
 pub use sys::{mss, raise_fd_limit};

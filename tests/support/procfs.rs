@@ -56,6 +56,16 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// As [`cpu_ticks`], plus the CPU time of the children it waited for (a server that forks
+/// one per connection, as socat does).
+pub fn cpu_ticks_with_children(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime.
+    (11..15).map(|i| fields.get(i)?.parse::<u64>().ok()).sum()
+}
+
 /// Virtual size of a process in bytes, as its own kernel would report it (Linux): `VmSize`
 /// natively; under qemu-user the sum of the guest's mappings (see [`guest_memory_of`]),
 /// because `VmSize` there is the host qemu process's (4 GiB of reserved guest space plus
