@@ -3,15 +3,21 @@
 //! Creating a thread and tearing it down costs tens of microseconds of CPU, mostly in the
 //! kernel's lock on the process's memory map (the stack is mapped and unmapped). So a thread
 //! whose work is done waits [`SPARE_WAIT`] as a *spare*: if more work is handed to [`spawn`]
-//! meanwhile, the spare runs it instead of a new thread being created. Every piece of work
-//! still has a thread to itself while it runs; this is not a pool with a queue of waiting
-//! work, and idle spares end on their own.
+//! or [`start`] meanwhile, the spare runs it instead of a new thread being created. Every
+//! piece of work still has a thread to itself while it runs; this is not a pool with a queue
+//! of waiting work, and idle spares end on their own.
+//!
+//! Each spare waits parked on its own (no shared condition variable): handing it work is one
+//! `unpark`, one wake-up of exactly that thread. A [`Handle`] is joined the same way: the
+//! work unparks the thread that started it, which costs no system call at all when that
+//! thread is not waiting yet.
 
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::io;
+use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, Thread};
 use std::time::Duration;
 
 use crate::deadline::Deadline;
@@ -25,113 +31,117 @@ use crate::deadline::Deadline;
 /// `the_deepest_path_fits_the_stack` here and `tests/limits.rs`.
 pub const STACK_SIZE: usize = 64 * 1024;
 
-/// How long a finished thread waits for new work before it ends.
+/// How long a finished thread waits for new work before it ends: idle threads are gone
+/// within 3 s (SPEC §3).
 pub const SPARE_WAIT: Duration = Duration::from_secs(2);
 
-/// At most this many threads wait as spares at once; more end at once, so a burst of
-/// finished connections does not keep thousands of idle threads around.
+/// At most this many threads wait as spares at once; more end at once. A spare costs its
+/// touched stack (about 12 KiB) and a kernel task; 256 of them cover the connections that
+/// start within [`SPARE_WAIT`] after a burst of that many ended (each connection takes one
+/// spare for its second direction), without keeping thousands of idle threads around after
+/// a larger burst.
 pub const MAX_SPARES: usize = 256;
 
 type Work = Box<dyn FnOnce() + Send>;
 
-/// Work handed to spares, and how many spares are waiting for it.
-struct Spares {
-    state: Mutex<SpareState>,
-    wake: Condvar,
+/// The spares waiting now, the one that waited least long last (its stack is the warmest,
+/// and the ones at the bottom of an oversized list run out their wait and end).
+static SPARES: Mutex<Vec<Arc<Spare>>> = Mutex::new(Vec::new());
+
+/// One thread's place as a spare: the work handed to it, and the thread to wake.
+struct Spare {
+    work: Mutex<Option<Work>>,
+    thread: Thread,
 }
 
-struct SpareState {
-    /// Spares waiting now (each either takes one piece of `work` or leaves).
-    waiting: usize,
-    /// Work handed over, never more pieces than `waiting`.
-    work: VecDeque<Work>,
+thread_local! {
+    /// Set by [`retire`]: this thread ends after its work instead of waiting as a spare.
+    static RETIRING: Cell<bool> = const { Cell::new(false) };
 }
 
-static SPARES: Spares = Spares {
-    state: Mutex::new(SpareState {
-        waiting: 0,
-        work: VecDeque::new(),
-    }),
-    wake: Condvar::new(),
-};
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-impl Spares {
-    fn lock(&self) -> MutexGuard<'_, SpareState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+impl Spare {
+    fn take(&self) -> Option<Work> {
+        lock(&self.work).take()
     }
 
-    /// Hands `work` to a waiting spare, or gives it back when none is free.
-    fn hand_over(&self, work: Work) -> Result<(), Work> {
-        let mut state = self.lock();
-        if state.waiting > state.work.len() {
-            state.work.push_back(work);
-            drop(state);
-            self.wake.notify_one();
-            Ok(())
-        } else {
-            Err(work)
+    /// Waits up to [`SPARE_WAIT`] for work handed over by [`hand_over`].
+    fn wait_for_work(self: &Arc<Spare>) -> Option<Work> {
+        {
+            let mut waiting = lock(&SPARES);
+            if waiting.len() >= MAX_SPARES {
+                return None;
+            }
+            waiting.push(Arc::clone(self));
         }
-    }
-
-    /// Called by a thread whose work is done: waits up to [`SPARE_WAIT`] for new work.
-    fn wait_for_work(&self) -> Option<Work> {
         let deadline = Deadline::after(SPARE_WAIT);
-        let mut state = self.lock();
-        if state.waiting >= MAX_SPARES {
-            return None;
-        }
-        state.waiting += 1;
         loop {
-            // Work is checked before leaving, so no piece handed over is ever left behind.
-            if let Some(work) = state.work.pop_front() {
-                state.waiting -= 1;
+            // Checked after every wake-up: `park` may also return for no reason.
+            if let Some(work) = self.take() {
                 return Some(work);
             }
-            let Some(left) = deadline.left() else {
-                state.waiting -= 1;
-                return None;
-            };
-            state = self
-                .wake
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            match deadline.left() {
+                Some(left) => thread::park_timeout(left),
+                None => {
+                    let mut waiting = lock(&SPARES);
+                    match waiting.iter().position(|s| Arc::ptr_eq(s, self)) {
+                        Some(i) => {
+                            waiting.swap_remove(i);
+                            return None;
+                        }
+                        // Taken off the list by `hand_over`, which left the work here under
+                        // the same lock: it is here now.
+                        None => return self.take(),
+                    }
+                }
+            }
         }
     }
 }
 
-/// Waits for the result of work started by [`spawn`].
-pub struct Handle<T> {
-    done: Arc<Done<T>>,
+/// Hands `work` to the spare that waited least long, or gives it back when none waits.
+fn hand_over(work: Work) -> Result<(), Work> {
+    let mut waiting = lock(&SPARES);
+    let Some(spare) = waiting.pop() else {
+        return Err(work);
+    };
+    *lock(&spare.work) = Some(work);
+    drop(waiting);
+    spare.thread.unpark();
+    Ok(())
 }
 
-/// Where the work leaves its result (a mutex and a condition variable: lighter than a channel,
-/// which matters with thousands of connections held).
+/// Waits for the result of work started by [`spawn`]. Only the thread that started the work
+/// can join it (the work wakes that thread), so a `Handle` stays on it (not `Send`).
+pub struct Handle<T> {
+    done: Arc<Done<T>>,
+    on_this_thread: PhantomData<*const ()>,
+}
+
+/// Where the work leaves its result, and the thread to wake when it is there.
 struct Done<T> {
     result: Mutex<Option<thread::Result<T>>>,
-    signal: Condvar,
+    waiter: Thread,
 }
 
 impl<T> Handle<T> {
     /// Waits until the work is done; `Err` if it panicked.
     pub fn join(self) -> thread::Result<T> {
-        let mut result = self.done.result.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(result) = result.take() {
+            if let Some(result) = lock(&self.done.result).take() {
                 return result;
             }
-            result = self
-                .done
-                .signal
-                .wait(result)
-                .unwrap_or_else(|e| e.into_inner());
+            thread::park();
         }
     }
 }
 
 /// Runs `work` on a thread of its own: a spare thread if one is waiting, else a new one with
-/// [`STACK_SIZE`]. A failure to start a thread (out of memory, thread limits) is an error
-/// for the caller to handle, never a panic.
+/// [`STACK_SIZE`]; its result comes back through the [`Handle`]. A failure to start a thread
+/// (out of memory, thread limits) is an error for the caller to handle, never a panic.
 pub fn spawn<F, T>(work: F) -> io::Result<Handle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -139,29 +149,61 @@ where
 {
     let done = Arc::new(Done {
         result: Mutex::new(None),
-        signal: Condvar::new(),
+        waiter: thread::current(),
     });
     let report = Arc::clone(&done);
-    let work: Work = Box::new(move || {
+    run_on_a_thread(Box::new(move || {
         // A panic (a bug) ends this work only; the thread stays usable, the caller hears of it.
         let result = panic::catch_unwind(AssertUnwindSafe(work));
-        *report.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        report.signal.notify_one();
-    });
-    if let Err(work) = SPARES.hand_over(work) {
+        *lock(&report.result) = Some(result);
+        report.waiter.unpark();
+    }))?;
+    Ok(Handle {
+        done,
+        on_this_thread: PhantomData,
+    })
+}
+
+/// Runs `work` on a thread of its own, as [`spawn`] does, when nobody waits for its end.
+pub fn start<F>(work: F) -> io::Result<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    run_on_a_thread(Box::new(move || {
+        // A panic (a bug) ends this work only; the thread stays usable.
+        let _ = panic::catch_unwind(AssertUnwindSafe(work));
+    }))
+}
+
+/// The calling thread ends when its present work is done, instead of waiting as a spare:
+/// for work that has just been idle itself (an acceptor nobody came to), so the thread does
+/// not stay idle for [`SPARE_WAIT`] more.
+pub fn retire() {
+    RETIRING.with(|r| r.set(true));
+}
+
+fn run_on_a_thread(work: Work) -> io::Result<()> {
+    if let Err(work) = hand_over(work) {
         thread::Builder::new()
             .stack_size(STACK_SIZE)
             .spawn(move || run(work))?;
     }
-    Ok(Handle { done })
+    Ok(())
 }
 
 /// A thread's life: its first work, then whatever is handed to it while it waits as a spare.
 fn run(first: Work) {
+    let me = Arc::new(Spare {
+        work: Mutex::new(None),
+        thread: thread::current(),
+    });
     let mut work = first;
     loop {
         work();
-        match SPARES.wait_for_work() {
+        if RETIRING.with(Cell::get) {
+            return;
+        }
+        match me.wait_for_work() {
             Some(next) => work = next,
             None => return,
         }

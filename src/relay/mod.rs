@@ -25,7 +25,7 @@ use timers::Timers;
 use verdict::{Direction, Verdict};
 
 pub use outcome::{Outcome, Settings};
-pub use timers::Timeouts;
+pub use timers::{Armed, Timeouts};
 
 /// The two sockets of one connection and what both threads know about it.
 struct Pair {
@@ -42,7 +42,7 @@ static NO_THREAD: Burst = Burst::new();
 /// Relays until both directions have ended; the calling thread copies client → target,
 /// a second thread copies target → client.
 pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcome {
-    let timers = Timers::new(settings.timeouts);
+    let timers = Timers::new(settings.timeouts, settings.client, settings.target);
     let verdict = Verdict::default();
     let pair = Arc::new(Pair {
         client,
@@ -99,7 +99,7 @@ impl Pair {
             Direction::Down => (&self.target, &self.client),
         };
         let mut buffer = Buffer::new(self.settings.buffer_size);
-        self.timers.arm(from, to);
+        self.timers.arm(dir, from, to);
         loop {
             match (&*from).read(buffer.space()) {
                 Ok(0) => {

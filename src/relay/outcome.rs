@@ -1,7 +1,7 @@
 //! What a relay is given (how to copy) and what it reports (bytes each way, why it ended).
 
 use crate::end::End;
-use crate::relay::timers::Timeouts;
+use crate::relay::timers::{Armed, Timeouts};
 
 /// How the relay copies.
 #[derive(Clone, Copy, Debug)]
@@ -12,6 +12,10 @@ pub struct Settings {
     pub segment_size: Option<usize>,
     /// Idle and half-close timeouts.
     pub timeouts: Timeouts,
+    /// The timeouts the client socket has when the relay starts.
+    pub client: Armed,
+    /// The timeouts the target socket has when the relay starts.
+    pub target: Armed,
 }
 
 /// What a finished connection reports.

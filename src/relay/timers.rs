@@ -1,6 +1,9 @@
 //! `--idle-timeout` and `--fin-timeout` for one connection: when bytes last moved each way,
 //! which direction has ended, and whether a timeout has expired. The copiers block with a
-//! socket timeout of the shortest configured one, and ask here when it fires.
+//! socket timeout no longer than the shortest configured one (the *tick*), and ask here when
+//! it fires. A socket timeout costs a system call to set, so one is set only where the
+//! socket does not already have one at least as short ([`Armed`]): a wake-up before the tick
+//! is harmless, it checks and re-arms with what is left.
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,12 +25,51 @@ impl Timeouts {
     fn any(&self) -> bool {
         self.idle.is_some() || self.fin.is_some()
     }
+
+    /// How long a copier may block before it checks: the shortest configured timeout.
+    pub fn tick(&self) -> Option<Duration> {
+        match (self.idle, self.fin) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The read and write timeouts a socket has when the relay starts (`None` = none): a fresh
+/// socket has none; an accepted one may have its listener's (serve::accept).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Armed {
+    /// Its read timeout (SO_RCVTIMEO).
+    pub read: Option<Duration>,
+    /// Its write timeout (SO_SNDTIMEO).
+    pub write: Option<Duration>,
+}
+
+impl Armed {
+    /// No timeouts: a socket as created, or after a header was read with a deadline.
+    pub const NONE: Armed = Armed {
+        read: None,
+        write: None,
+    };
+}
+
+/// Whether a socket whose timeout is `now` must be given `tick`: only when a timeout is
+/// configured and the socket would block longer than the tick.
+fn needs(now: Option<Duration>, tick: Option<Duration>) -> bool {
+    match (now, tick) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(now), Some(tick)) => now > tick,
+    }
 }
 
 /// The clocks both copiers of one connection share. Times are milliseconds since the relay
 /// started, in `AtomicUsize` (32-bit targets have no 64-bit atomics).
 pub struct Timers {
     timeouts: Timeouts,
+    /// What the client's and the target's socket had when the relay started.
+    client: Armed,
+    target: Armed,
     start: Instant,
     moved_at: [AtomicUsize; 2],
     /// Time + 1 at which a direction reached EOF; 0 while it runs.
@@ -35,10 +77,13 @@ pub struct Timers {
 }
 
 impl Timers {
-    /// Timers starting now.
-    pub fn new(timeouts: Timeouts) -> Timers {
+    /// Timers starting now, for a client and a target socket that have the timeouts
+    /// `client` and `target` now.
+    pub fn new(timeouts: Timeouts, client: Armed, target: Armed) -> Timers {
         Timers {
             timeouts,
+            client,
+            target,
             start: Instant::now(),
             moved_at: Default::default(),
             finished_at: Default::default(),
@@ -49,17 +94,22 @@ impl Timers {
         millis(self.start.elapsed())
     }
 
-    /// Sets the socket timeouts a copier blocks with: the shortest configured timeout, so it
-    /// wakes up to check. Nothing at all when no timeout is configured (the sockets block
-    /// without one already).
-    pub fn arm(&self, from: &TcpStream, to: &TcpStream) {
-        let tick = match (self.timeouts.idle, self.timeouts.fin) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(t), None) | (None, Some(t)) => t,
-            (None, None) => return,
+    /// Sets the socket timeouts the copier of `dir` blocks with, `from`'s read and `to`'s
+    /// write, to the tick where they are not already as short. Nothing
+    /// at all when no timeout is configured: a socket that has one anyway wakes once, and
+    /// [`Timers::rearm_read`] clears it.
+    pub fn arm(&self, dir: Direction, from: &TcpStream, to: &TcpStream) {
+        let tick = self.timeouts.tick();
+        let (reader, writer) = match dir {
+            Direction::Up => (self.client, self.target),
+            Direction::Down => (self.target, self.client),
         };
-        let _ = from.set_read_timeout(Some(tick));
-        let _ = to.set_write_timeout(Some(tick));
+        if needs(reader.read, tick) {
+            let _ = from.set_read_timeout(tick);
+        }
+        if needs(writer.write, tick) {
+            let _ = to.set_write_timeout(tick);
+        }
     }
 
     /// Bytes moved in `dir`.
@@ -75,8 +125,8 @@ impl Timers {
     }
 
     /// Called when a blocking call in `dir` timed out: the end if a timeout has expired, else
-    /// how long to block before checking again.
-    fn check(&self, dir: Direction) -> Result<Duration, End> {
+    /// how long to block before checking again (`None`: no timeout is configured).
+    fn check(&self, dir: Direction) -> Result<Option<Duration>, End> {
         let now = self.now();
         let mut wait = usize::MAX;
         if let Some(idle) = self.timeouts.idle.map(millis) {
@@ -106,7 +156,7 @@ impl Timers {
                 wait = wait.min(fin - quiet);
             }
         }
-        Ok(Duration::from_millis(wait.max(1) as u64))
+        Ok((wait != usize::MAX).then(|| Duration::from_millis(wait.max(1) as u64)))
     }
 }
 
@@ -115,14 +165,14 @@ impl Timers {
     /// until the next check is due.
     pub fn rearm_read(&self, from: &TcpStream, dir: Direction) -> Result<(), End> {
         let left = self.check(dir)?;
-        let _ = from.set_read_timeout(Some(left));
+        let _ = from.set_read_timeout(left);
         Ok(())
     }
 
     /// After a write in `dir` timed out: as [`Timers::rearm_read`].
     pub fn rearm_write(&self, to: &TcpStream, dir: Direction) -> Result<(), End> {
         let left = self.check(dir)?;
-        let _ = to.set_write_timeout(Some(left));
+        let _ = to.set_write_timeout(left);
         Ok(())
     }
 }

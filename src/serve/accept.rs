@@ -1,48 +1,169 @@
-//! Accept loops: a rule's (limits, back-off, handing each client on) and the metrics one's.
-//! Neither ever exits or spins: a failing `accept()` backs off and is logged as a burst (start, end, at most one line
-//! per few seconds between).
+//! Accept loops: a rule's (limits, back-off, the threads that accept and serve) and the
+//! metrics one's. Neither spins: a failing `accept()` backs off and is logged as a burst
+//! (start, end, at most one line per few seconds between).
+//!
+//! A rule's listener is served by *acceptors*: threads that each wait in `accept()` on it and
+//! serve the client they get themselves, as the connection's first thread. The kernel wakes
+//! exactly one waiting thread per client, so no connection is handed from an accept thread
+//! to another (a wake-up and a wait fewer per connection). Before the last waiting acceptor
+//! goes off to serve, it recruits another, so one always waits; up to [`MAX_ACCEPTORS`] wait
+//! at once, and the extra ones leave after [`ACCEPT_WAIT`] without a client.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use crate::log::{self, Burst};
+use crate::relay::Armed;
 use crate::serve::session;
 use crate::serve::state::{RuleState, Slot};
-use crate::sys::reason;
+use crate::sys::{self, reason};
+use crate::threads;
 
-/// Accepts clients of one rule forever. While the rule is at `--max-conns` it does not accept
-/// (clients wait in the backlog); a failing thread start backs off and is logged once per
-/// burst.
+/// At most this many acceptors wait on one listener at once. More would not accept any
+/// faster (the kernel gives each client to one of them); each costs a thread and, on Linux,
+/// a file descriptor (accept() reserves the new socket's number before it waits). Eight
+/// absorb a burst of clients arriving together without a recruitment each (the hand-off this
+/// design avoids), and when idle they are gone after [`ACCEPT_WAIT`]: eight threads and
+/// eight descriptors at most per listener beyond the connections.
+pub const MAX_ACCEPTORS: usize = 8;
+
+/// How long an extra acceptor waits in `accept()` before it leaves (its thread ends then: an
+/// idle thread is gone within 3 s, SPEC §3). It is the listener's receive timeout, which
+/// Linux applies to accept(); where it cannot be set, one acceptor waits at a time.
+pub const ACCEPT_WAIT: Duration = Duration::from_secs(2);
+
+/// A rule's listening socket and its acceptors.
+struct Listening {
+    acceptor: Acceptor,
+    state: Arc<RuleState>,
+    /// Acceptors waiting for a client now, or about to (for a free place, then in accept()).
+    waiting: AtomicUsize,
+    /// [`MAX_ACCEPTORS`], or 1 where accept() cannot time out (an extra one could not leave).
+    most: usize,
+    /// The socket timeouts every client accepted here starts with.
+    inherited: Armed,
+}
+
+/// Serves the clients of one rule's listening socket for ever, on the calling thread and
+/// the acceptors it recruits (the caller need not wait for it: it never returns).
 pub fn serve_rule(socket: TcpListener, state: Arc<RuleState>) {
-    let mut acceptor = Acceptor::new(socket);
+    let inherited = prepare(&socket, &state);
+    let most = if inherited.read.is_some() {
+        MAX_ACCEPTORS
+    } else {
+        1
+    };
+    let listening = Arc::new(Listening {
+        acceptor: Acceptor::new(socket),
+        state,
+        waiting: AtomicUsize::new(1),
+        most,
+        inherited,
+    });
+    accept_and_serve(&listening);
+}
+
+/// Sets, once on the listening socket, the timeouts its clients inherit (Linux): the accept
+/// wait as their read timeout, and the relay's check interval as their write timeout (see
+/// `relay::Armed`). Returns what was set; nothing where it cannot be.
+fn prepare(socket: &TcpListener, state: &RuleState) -> Armed {
+    let mut inherited = Armed::NONE;
+    if sys::set_accept_timeout(socket, Some(ACCEPT_WAIT)).is_ok() {
+        inherited.read = Some(ACCEPT_WAIT);
+    }
+    let tick = state.relay_settings().timeouts.tick();
+    if tick.is_some() && sys::set_accepted_write_timeout(socket, tick).is_ok() {
+        inherited.write = tick;
+    }
+    inherited
+}
+
+/// One acceptor's life: take a place, accept, serve the client on this thread, again. While
+/// the rule is at `--max-conns` it does not accept (clients wait in the backlog).
+fn accept_and_serve(listening: &Arc<Listening>) {
+    let state = &listening.state;
     loop {
-        let slot = Slot::acquire(&state);
-        let (stream, peer) = acceptor.next(&state.troubles.accept, &state.label, || {
-            state.counters.accept_errors.add(1)
-        });
-        if let Err(e) = session::start(stream, peer, slot, &state) {
-            state.troubles.spawn.problem(format_args!(
-                "cannot start a connection thread on {}: {} (dropping clients until it works again)",
-                state.label,
-                reason(&e)
-            ));
-            acceptor.backoff.wait();
-        } else {
-            if let Some(ended) = state.troubles.spawn.clear() {
-                log::problem(format_args!(
-                    "connection threads start again on {} after {ended} ({} clients dropped)",
-                    state.label, ended.count
-                ));
+        let slot = Slot::acquire(state);
+        let accepted = listening
+            .acceptor
+            .next(&state.troubles.accept, &state.label, || {
+                state.counters.accept_errors.add(1)
+            });
+        let Some((client, peer)) = accepted else {
+            // Nobody came for ACCEPT_WAIT.
+            drop(slot);
+            if listening.leave_if_extra() {
+                threads::retire();
+                return;
             }
-            acceptor.backoff.reset();
+            continue;
+        };
+        if listening.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            recruit(listening);
+        }
+        // A panic (a bug) ends this connection only; its slot is given back as it unwinds.
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+            session::serve(client, peer, slot, listening.inherited)
+        }));
+        if !listening.wait_again() {
+            // Enough acceptors wait: this thread becomes a spare (threads.rs).
+            return;
         }
     }
 }
 
-/// A listening socket and its back-off.
+impl Listening {
+    /// After serving a client: waits for the next one unless [`Listening::most`] already do.
+    fn wait_again(&self) -> bool {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.most).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// After an accept wait without a client: whether this acceptor leaves (never the last).
+    fn leave_if_extra(&self) -> bool {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 1).then_some(n - 1)
+            })
+            .is_ok()
+    }
+}
+
+/// Starts one more acceptor, counted as waiting from now. If no thread can be started, the
+/// calling one accepts again after serving (clients wait in the backlog meanwhile).
+fn recruit(listening: &Arc<Listening>) {
+    let state = &listening.state;
+    listening.waiting.fetch_add(1, Ordering::AcqRel);
+    let next = Arc::clone(listening);
+    match threads::start(move || accept_and_serve(&next)) {
+        Ok(()) => {
+            if let Some(ended) = state.troubles.spawn.clear() {
+                log::problem(format_args!(
+                    "accept threads start again on {} after {ended} ({} clients waited)",
+                    state.label, ended.count
+                ));
+            }
+        }
+        Err(e) => {
+            listening.waiting.fetch_sub(1, Ordering::AcqRel);
+            state.troubles.spawn.problem(format_args!(
+                "cannot start an accept thread on {}: {} (accepting again after this connection)",
+                state.label,
+                reason(&e)
+            ));
+        }
+    }
+}
+
+/// A listening socket and its back-off, shared by the threads that accept on it.
 pub struct Acceptor {
     socket: TcpListener,
     backoff: Backoff,
@@ -57,14 +178,15 @@ impl Acceptor {
         }
     }
 
-    /// The next client. A failed `accept()` is counted (`failed`), logged once per burst in
-    /// `trouble` naming `label`, and retried after a growing pause.
+    /// The next client, or `None` when the socket's accept timeout ran out first. A failed
+    /// `accept()` is counted (`failed`), logged once per burst in `trouble` naming `label`,
+    /// and retried after a growing pause.
     pub fn next(
-        &mut self,
+        &self,
         trouble: &Burst,
         label: &str,
         mut failed: impl FnMut(),
-    ) -> (TcpStream, SocketAddr) {
+    ) -> Option<(TcpStream, SocketAddr)> {
         loop {
             match self.socket.accept() {
                 Ok(client) => {
@@ -74,9 +196,11 @@ impl Acceptor {
                             ended.count
                         ));
                     }
-                    return client;
+                    self.backoff.reset();
+                    return Some(client);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if sys::is_timeout(&e) => return None,
                 Err(e) => {
                     failed();
                     trouble.problem(format_args!(
@@ -90,17 +214,22 @@ impl Acceptor {
     }
 }
 
-/// Sleeps 10 ms after the first failure, doubling up to 1 s while failures go on.
+/// Sleeps 10 ms after the first failure, doubling up to 1 s while failures go on (shared by
+/// a listener's acceptors: a failure seen by one slows them all).
 #[derive(Default)]
-struct Backoff(Duration);
+struct Backoff(AtomicUsize);
 
 impl Backoff {
-    fn wait(&mut self) {
-        self.0 = (self.0 * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        thread::sleep(self.0);
+    fn wait(&self) {
+        // Acceptors that fail at once may each double it: only a pause's length is at stake.
+        let ms = (self.0.load(Ordering::Relaxed) * 2).clamp(10, 1000);
+        self.0.store(ms, Ordering::Relaxed);
+        thread::sleep(Duration::from_millis(ms as u64));
     }
 
-    fn reset(&mut self) {
-        self.0 = Duration::ZERO;
+    fn reset(&self) {
+        if self.0.load(Ordering::Relaxed) != 0 {
+            self.0.store(0, Ordering::Relaxed);
+        }
     }
 }

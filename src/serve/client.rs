@@ -19,7 +19,8 @@ use crate::wire::proxy_header::{self, Received};
 pub struct Origin {
     /// The client: ACL, `source-hash`, `client=` in the log, the source of a header sent on.
     pub source: SocketAddr,
-    /// The address the client connected to: the destination of a header sent on.
+    /// The address the client connected to: the destination of a header sent on. Without
+    /// `--proxy-protocol` nothing reads it, and it is not looked up: the source stands in.
     pub destination: SocketAddr,
 }
 
@@ -36,9 +37,15 @@ pub fn client_address(
     state: &RuleState,
     accepted: Instant,
 ) -> Result<Origin, (SocketAddr, End)> {
-    let local = match client.local_addr() {
-        Ok(local) => normalize_addr(local),
-        Err(_) => return Err((peer, End::Error)),
+    // The address the client connected to is a system call away (getsockname), and only a
+    // PROXY header sent on carries it (forwarding or CONNECT); without one the peer stands in.
+    let local = if state.rule.options.proxy_protocol.is_none() {
+        peer
+    } else {
+        match client.local_addr() {
+            Ok(local) => normalize_addr(local),
+            Err(_) => return Err((peer, End::Error)),
+        }
     };
     let mut origin = Origin {
         source: peer,

@@ -5,12 +5,19 @@ use std::time::Instant;
 
 use crate::end::End;
 use crate::pool::Connected;
-use crate::relay::{self, Outcome};
+use crate::relay::{self, Armed, Outcome, Settings};
 use crate::serve::client::{configure, send_proxy_header, Origin};
 use crate::serve::state::RuleState;
 
 /// Connects the client to a target and relays until both directions end; logs the line.
-pub fn serve(client: TcpStream, origin: &Origin, state: &RuleState, accepted: Instant) {
+/// `armed`: the timeouts the client socket has now.
+pub fn serve(
+    client: TcpStream,
+    origin: &Origin,
+    state: &RuleState,
+    accepted: Instant,
+    armed: Armed,
+) {
     let peer = origin.source;
     let refused = |target, end| {
         let outcome = Outcome::nothing_relayed(end);
@@ -31,7 +38,11 @@ pub fn serve(client: TcpStream, origin: &Origin, state: &RuleState, accepted: In
     if let Err(end) = send_proxy_header(&stream, origin, state) {
         return refused(Some(addr), end);
     }
-    let outcome = relay::relay(client, stream, state.relay_settings());
+    let settings = Settings {
+        client: armed,
+        ..state.relay_settings()
+    };
+    let outcome = relay::relay(client, stream, settings);
     // The target's count drops before the log line, so whoever reads the line sees it.
     drop(lease);
     state.log_connection(peer, Some(addr), outcome, accepted, None);

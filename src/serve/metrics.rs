@@ -40,10 +40,12 @@ pub fn bind_metrics(addr: &HostPort) -> Result<TcpListener, ListenError> {
 /// once per burst; it never stops the loop.
 pub fn serve(socket: TcpListener, rules: Vec<Arc<RuleState>>) {
     let trouble = Burst::default();
-    let mut acceptor = Acceptor::new(socket);
+    let acceptor = Acceptor::new(socket);
     loop {
-        let (stream, _) = acceptor.next(&trouble, "the metrics listener", || {});
-        answer(stream, &rules);
+        // No accept timeout is set on this socket: `None` does not happen.
+        if let Some((stream, _)) = acceptor.next(&trouble, "the metrics listener", || {}) {
+            answer(stream, &rules);
+        }
     }
 }
 

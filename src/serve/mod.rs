@@ -85,7 +85,6 @@ pub fn run(mut setup: Setup) -> Result<(), ServeError> {
     if let Some(socket) = stats {
         serve_metrics(socket, states.iter().map(|(s, _)| Arc::clone(s)).collect())?;
     }
-    let mut accept_threads = Vec::new();
     for (state, sockets) in states {
         if let Some(pool) = &state.pool {
             if let Some(interval) = pool.health_interval() {
@@ -95,25 +94,25 @@ pub fn run(mut setup: Setup) -> Result<(), ServeError> {
         for socket in sockets {
             let local = socket.local_addr();
             let serving = Arc::clone(&state);
-            let handle = threads::spawn(move || accept::serve_rule(socket, serving))
+            threads::start(move || accept::serve_rule(socket, serving))
                 .map_err(ServeError::Thread)?;
-            accept_threads.push(handle);
             if let Ok(local) = local {
                 log::info(format_args!("listening on {local} (rule {})", state.label));
             }
         }
     }
-    for handle in accept_threads {
-        let _ = handle.join();
+    // The rules are served by their acceptors (serve::accept), which come and go; this
+    // thread has nothing more to do until a signal ends the process.
+    loop {
+        std::thread::park();
     }
-    Ok(())
 }
 
 /// Starts the metrics thread. Logged before the rules' `listening on` lines, so whoever
 /// waits for those has seen this one too.
 fn serve_metrics(socket: TcpListener, rules: Vec<Arc<RuleState>>) -> Result<(), ServeError> {
     let local = socket.local_addr();
-    threads::spawn(move || metrics::serve(socket, rules)).map_err(ServeError::Thread)?;
+    threads::start(move || metrics::serve(socket, rules)).map_err(ServeError::Thread)?;
     if let Ok(local) = local {
         log::info(format_args!("metrics on http://{local}/metrics"));
     }

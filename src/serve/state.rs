@@ -9,7 +9,7 @@ use crate::config::rule::{Mode, Rule};
 use crate::counters::RuleCounters;
 use crate::log::{self, Burst, Record};
 use crate::pool::Pool;
-use crate::relay::{Outcome, Settings, Timeouts};
+use crate::relay::{Armed, Outcome, Settings, Timeouts};
 
 /// What one rule's threads share.
 pub struct RuleState {
@@ -68,6 +68,8 @@ impl RuleState {
                 idle: o.idle_timeout,
                 fin: o.fin_timeout,
             },
+            client: Armed::NONE,
+            target: Armed::NONE,
         }
     }
 
@@ -98,8 +100,16 @@ impl RuleState {
 /// Counts the rule's open client connections against `--max-conns`.
 #[derive(Default)]
 struct Slots {
-    used: Mutex<usize>,
+    count: Mutex<Count>,
     freed: Condvar,
+}
+
+#[derive(Default)]
+struct Count {
+    /// Places taken.
+    used: usize,
+    /// Acceptors waiting for a place (only while the rule is full).
+    waiting: usize,
 }
 
 /// One of the rule's `--max-conns` places, given back when dropped.
@@ -115,16 +125,18 @@ impl Slot {
     pub fn acquire(state: &Arc<RuleState>) -> Slot {
         let slots = &state.slots;
         let max = state.rule.options.max_conns;
-        let mut used = slots.used.lock().unwrap_or_else(|e| e.into_inner());
-        if *used >= max {
+        let mut count = slots.count.lock().unwrap_or_else(|e| e.into_inner());
+        if count.used >= max {
             state.counters.accept_paused.add(1);
             state.troubles.full.problem(format_args!(
                 "{} has {max} connections (--max-conns): not accepting until one ends",
                 state.label
             ));
-            while *used >= max {
-                used = slots.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+            count.waiting += 1;
+            while count.used >= max {
+                count = slots.freed.wait(count).unwrap_or_else(|e| e.into_inner());
             }
+            count.waiting -= 1;
         } else if let Some(ended) = state.troubles.full.clear() {
             // A place was free without waiting, and none was missing for a while.
             log::problem(format_args!(
@@ -132,7 +144,7 @@ impl Slot {
                 state.label, ended.count
             ));
         }
-        *used += 1;
+        count.used += 1;
         Slot {
             state: Arc::clone(state),
             counted: false,
@@ -154,11 +166,17 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let slots = &self.state.slots;
-        let mut used = slots.used.lock().unwrap_or_else(|e| e.into_inner());
-        *used = used.saturating_sub(1);
+        let mut count = slots.count.lock().unwrap_or_else(|e| e.into_inner());
+        count.used = count.used.saturating_sub(1);
+        // A wake-up call only when an acceptor waits for a place (the rule was full): one
+        // per place given back, so every free place has an acceptor on its way.
+        let wake = count.waiting > 0;
         if self.counted {
             self.state.counters.closed();
         }
-        slots.freed.notify_one();
+        drop(count);
+        if wake {
+            slots.freed.notify_one();
+        }
     }
 }

@@ -14,6 +14,31 @@ pub const SO_KEEPALIVE: c_int = 8;
 pub const SOL_SOCKET: c_int = 1;
 #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
 pub const SO_KEEPALIVE: c_int = 9;
+// SO_RCVTIMEO_OLD / SO_SNDTIMEO_OLD: a `struct timeval` of two `long`s on every
+// architecture and C library (the kernel's own layout; musl's 64-bit `time_t` on 32-bit
+// targets goes with the _NEW numbers, which these are not).
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+pub const SO_RCVTIMEO: c_int = 0x1006;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+pub const SO_SNDTIMEO: c_int = 0x1005;
+#[cfg(any(target_arch = "powerpc", target_arch = "powerpc64"))]
+pub const SO_RCVTIMEO: c_int = 18;
+#[cfg(any(target_arch = "powerpc", target_arch = "powerpc64"))]
+pub const SO_SNDTIMEO: c_int = 19;
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
+pub const SO_RCVTIMEO: c_int = 20;
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
+pub const SO_SNDTIMEO: c_int = 21;
 pub const IPPROTO_TCP: c_int = 6;
 pub const TCP_MAXSEG: c_int = 2;
 pub const TCP_KEEPIDLE: c_int = 4;
@@ -81,6 +106,41 @@ pub fn get_int(sock: &impl AsRawFd, level: c_int, name: c_int) -> io::Result<c_i
     };
     if rc == 0 {
         Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// SO_RCVTIMEO or SO_SNDTIMEO (`name`): `None` = none (block for ever). A duration below a
+/// microsecond is one microsecond (zero would mean none).
+pub fn set_timeout(
+    sock: &impl AsRawFd,
+    name: c_int,
+    limit: Option<std::time::Duration>,
+) -> io::Result<()> {
+    use std::ffi::c_long;
+    let d = limit.unwrap_or_default();
+    let mut value: [c_long; 2] = [
+        c_long::try_from(d.as_secs()).unwrap_or(c_long::MAX),
+        // Below 1,000,000: fits a 32-bit long.
+        d.subsec_micros() as c_long,
+    ];
+    if limit.is_some() && value == [0, 0] {
+        value[1] = 1;
+    }
+    let len = std::mem::size_of_val(&value) as u32;
+    // SAFETY: the fd is open (borrowed), the pointer and length describe a live timeval.
+    let rc = unsafe {
+        setsockopt(
+            sock.as_raw_fd(),
+            SOL_SOCKET,
+            name,
+            value.as_ptr().cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
     } else {
         Err(io::Error::last_os_error())
     }

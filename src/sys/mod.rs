@@ -79,6 +79,38 @@ pub fn set_backlog(listener: &TcpListener, backlog: u32) -> io::Result<()> {
     }
 }
 
+/// Makes `accept()` on `listener` give up after `limit` (`None`: wait for ever): Linux
+/// applies SO_RCVTIMEO to accept() (EAGAIN, a [`is_timeout`] error, when it runs out), and the
+/// sockets it accepts start with it as their read timeout. Elsewhere unsupported.
+pub fn set_accept_timeout(listener: &TcpListener, limit: Option<Duration>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::set_timeout(listener, linux::SO_RCVTIMEO, limit)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (listener, limit);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// The write timeout the sockets accepted on `listener` start with (Linux: SO_SNDTIMEO on
+/// the listener, which each accepted socket inherits). Elsewhere unsupported.
+pub fn set_accepted_write_timeout(
+    listener: &TcpListener,
+    limit: Option<Duration>,
+) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::set_timeout(listener, linux::SO_SNDTIMEO, limit)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (listener, limit);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 /// Whether an IPv6 listener refuses IPv4 clients (`None` where it cannot be read).
 pub fn v6only(listener: &TcpListener) -> Option<bool> {
     #[cfg(target_os = "linux")]
