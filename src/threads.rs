@@ -2,19 +2,17 @@
 //!
 //! Creating a thread and tearing it down costs tens of microseconds of CPU, mostly in the
 //! kernel's lock on the process's memory map (the stack is mapped and unmapped). So a thread
-//! whose work is done waits [`SPARE_WAIT`] as a *spare*: if more work is handed to [`spawn`]
-//! or [`start`] meanwhile, the spare runs it instead of a new thread being created. Every
+//! whose work is done waits [`SPARE_WAIT`] as a *spare*: if more work is handed to [`start`]
+//! meanwhile, the spare runs it instead of a new thread being created. Every
 //! piece of work still has a thread to itself while it runs; this is not a pool with a queue
 //! of waiting work, and idle spares end on their own.
 //!
 //! Each spare waits parked on its own (no shared condition variable): handing it work is one
-//! `unpark`, one wake-up of exactly that thread. A [`Handle`] is joined the same way: the
-//! work unparks the thread that started it, which costs no system call at all when that
-//! thread is not waiting yet.
+//! `unpark`, one wake-up of exactly that thread. Nothing here joins a thread: work that has a
+//! result hands it on itself, so no thread waits for another to finish.
 
 use std::cell::Cell;
 use std::io;
-use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
@@ -114,57 +112,10 @@ fn hand_over(work: Work) -> Result<(), Work> {
     Ok(())
 }
 
-/// Waits for the result of work started by [`spawn`]. Only the thread that started the work
-/// can join it (the work wakes that thread), so a `Handle` stays on it (not `Send`).
-pub struct Handle<T> {
-    done: Arc<Done<T>>,
-    on_this_thread: PhantomData<*const ()>,
-}
-
-/// Where the work leaves its result, and the thread to wake when it is there.
-struct Done<T> {
-    result: Mutex<Option<thread::Result<T>>>,
-    waiter: Thread,
-}
-
-impl<T> Handle<T> {
-    /// Waits until the work is done; `Err` if it panicked.
-    pub fn join(self) -> thread::Result<T> {
-        loop {
-            if let Some(result) = lock(&self.done.result).take() {
-                return result;
-            }
-            thread::park();
-        }
-    }
-}
-
 /// Runs `work` on a thread of its own: a spare thread if one is waiting, else a new one with
-/// [`STACK_SIZE`]; its result comes back through the [`Handle`]. A failure to start a thread
-/// (out of memory, thread limits) is an error for the caller to handle, never a panic.
-pub fn spawn<F, T>(work: F) -> io::Result<Handle<T>>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let done = Arc::new(Done {
-        result: Mutex::new(None),
-        waiter: thread::current(),
-    });
-    let report = Arc::clone(&done);
-    run_on_a_thread(Box::new(move || {
-        // A panic (a bug) ends this work only; the thread stays usable, the caller hears of it.
-        let result = panic::catch_unwind(AssertUnwindSafe(work));
-        *lock(&report.result) = Some(result);
-        report.waiter.unpark();
-    }))?;
-    Ok(Handle {
-        done,
-        on_this_thread: PhantomData,
-    })
-}
-
-/// Runs `work` on a thread of its own, as [`spawn`] does, when nobody waits for its end.
+/// [`STACK_SIZE`]. Nobody waits for its end: work that has a result to give hands it on
+/// itself (the relay's last copier logs the connection). A failure to start a thread (out of
+/// memory, thread limits) is an error for the caller to handle, never a panic.
 pub fn start<F>(work: F) -> io::Result<()>
 where
     F: FnOnce() + Send + 'static,
@@ -213,14 +164,23 @@ fn run(first: Work) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
     use std::time::Instant;
 
+    /// Runs `work` with [`start`] and waits (bounded) for what it sends back.
+    fn run_and_wait<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        start(move || {
+            let _ = tx.send(work());
+        })
+        .unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
     #[test]
-    fn results_and_panics_reach_the_caller() {
-        let handle = spawn(|| 6 * 7).unwrap();
-        assert_eq!(handle.join().unwrap(), 42);
-        let panicked = spawn(|| -> u8 { panic!("a bug") }).unwrap();
-        assert!(panicked.join().is_err());
+    fn a_panic_ends_only_its_work() {
+        start(|| panic!("a bug")).unwrap();
+        assert_eq!(run_and_wait(|| 6 * 7), Some(42));
     }
 
     thread_local! {
@@ -233,14 +193,29 @@ mod tests {
         // that had done work before. Bounded: 200 tries, a millisecond apart.
         let mut reused = false;
         for _ in 0..200 {
-            let mark = || USED.with(|used| used.replace(true));
-            reused = spawn(mark).unwrap().join().unwrap();
+            reused = run_and_wait(|| USED.with(|used| used.replace(true))) == Some(true);
             if reused {
                 break;
             }
             thread::sleep(Duration::from_millis(1));
         }
         assert!(reused, "no thread was reused");
+    }
+
+    #[test]
+    fn a_retired_thread_is_not_kept_as_a_spare() {
+        // A thread that retired never runs later work (bounded: 50 pieces after it).
+        let (tx, rx) = mpsc::channel();
+        start(move || {
+            retire();
+            let _ = tx.send(thread::current().id());
+        })
+        .unwrap();
+        let retired = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        for _ in 0..50 {
+            let id = run_and_wait(|| thread::current().id()).unwrap();
+            assert_ne!(id, retired);
+        }
     }
 
     #[test]
@@ -266,7 +241,7 @@ mod tests {
             });
             (addrs.is_empty(), unwound.is_err())
         };
-        let (unresolved, unwound) = spawn(deep).unwrap().join().unwrap();
+        let (unresolved, unwound) = run_and_wait(deep).unwrap();
         assert!(!unresolved, "localhost did not resolve");
         assert!(unwound);
     }
@@ -274,18 +249,18 @@ mod tests {
     #[test]
     fn many_at_once_each_get_their_own_thread() {
         // Work that waits for all the others can only finish if each runs on its own thread.
-        let barrier = std::sync::Arc::new(std::sync::Barrier::new(20));
-        let handles: Vec<_> = (0..20)
-            .map(|_| {
-                let barrier = std::sync::Arc::clone(&barrier);
-                spawn(move || {
-                    barrier.wait();
-                })
-                .unwrap()
+        let barrier = Arc::new(std::sync::Barrier::new(20));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..20 {
+            let (barrier, tx) = (Arc::clone(&barrier), tx.clone());
+            start(move || {
+                barrier.wait();
+                let _ = tx.send(());
             })
-            .collect();
-        for h in handles {
-            assert!(h.join().is_ok());
+            .unwrap();
+        }
+        for _ in 0..20 {
+            assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
         }
     }
 }

@@ -21,10 +21,11 @@ use crate::log::{self, Burst};
 use crate::sys;
 use crate::threads;
 use buffer::Buffer;
+use outcome::Tally;
 use timers::Timers;
 use verdict::{Direction, Verdict};
 
-pub use outcome::{Outcome, Settings};
+pub use outcome::{Done, Outcome, Settings};
 pub use timers::{Armed, Timeouts};
 
 /// The two sockets of one connection and what both threads know about it.
@@ -34,61 +35,59 @@ struct Pair {
     settings: Settings,
     timers: Timers,
     verdict: Verdict,
+    tally: Tally,
 }
 
 /// Relay threads that cannot be started, logged as a burst for the whole process.
 static NO_THREAD: Burst = Burst::new();
 
-/// Relays until both directions have ended; the calling thread copies client → target,
-/// a second thread copies target → client.
-pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcome {
+/// Relays until both directions have ended: the calling thread copies client → target, a
+/// second thread copies target → client, and whichever finishes last hands the outcome to
+/// `done` (last one out: neither waits for the other).
+pub fn relay(client: TcpStream, target: TcpStream, settings: Settings, done: Done) {
     let timers = Timers::new(settings.timeouts, settings.client, settings.target);
     let verdict = Verdict::default();
+    let tally = Tally::new(done);
     let pair = Arc::new(Pair {
         client,
         target,
         settings,
         timers,
         verdict,
+        tally,
     });
 
     let other = Arc::clone(&pair);
-    let down = match threads::spawn(move || other.copy(Direction::Down)) {
-        Ok(handle) => {
+    match threads::start(move || other.copy(Direction::Down)) {
+        Ok(()) => {
             if let Some(ended) = NO_THREAD.clear() {
                 log::problem(format_args!(
                     "relay threads start again after {ended} ({} connections ended for want of one)",
                     ended.count
                 ));
             }
-            handle
         }
         Err(e) => {
             let why = sys::reason(&e);
             NO_THREAD.problem(format_args!("cannot start a relay thread: {why}"));
             pair.abort(End::Error);
-            return Outcome::nothing_relayed(End::Error);
+            pair.tally.finished(Direction::Down, 0, &pair.verdict);
         }
-    };
-    let up = pair.copy(Direction::Up);
-    // A thread that panicked (a bug) has already shut both sockets down (see `Abort`).
-    let down = down.join().unwrap_or(0);
-    Outcome {
-        up,
-        down,
-        end: pair.verdict.end(),
     }
+    pair.copy(Direction::Up);
 }
 
 impl Pair {
-    /// Copies one direction until EOF or an error; returns the bytes delivered.
-    fn copy(&self, dir: Direction) -> u64 {
-        let _guard = Abort(self);
-        let mut delivered = 0;
-        if let Err(end) = self.pump(dir, &mut delivered) {
+    /// Copies one direction until EOF or an error.
+    fn copy(&self, dir: Direction) {
+        let mut finish = Finish {
+            pair: self,
+            dir,
+            delivered: 0,
+        };
+        if let Err(end) = self.pump(dir, &mut finish.delivered) {
             self.abort(end);
         }
-        delivered
     }
 
     /// The copy loop: read, write all of it, again, until EOF (`Ok`) or a failure (`Err`: the
@@ -140,13 +139,21 @@ impl Pair {
     }
 }
 
-/// Shuts the pair down if a copier panics, so the other thread never waits forever.
-struct Abort<'a>(&'a Pair);
+/// The end of one copier, even one that panics (a bug): then it shuts the pair down, so the
+/// other thread never waits forever. Either way its bytes are tallied; the last one out
+/// reports.
+struct Finish<'a> {
+    pair: &'a Pair,
+    dir: Direction,
+    delivered: u64,
+}
 
-impl Drop for Abort<'_> {
+impl Drop for Finish<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.abort(End::Error);
+            self.pair.abort(End::Error);
         }
+        let pair = self.pair;
+        pair.tally.finished(self.dir, self.delivered, &pair.verdict);
     }
 }

@@ -7,17 +7,12 @@ use crate::end::End;
 use crate::pool::Connected;
 use crate::relay::{self, Armed, Outcome, Settings};
 use crate::serve::client::{configure, send_proxy_header, Origin};
-use crate::serve::state::RuleState;
+use crate::serve::state::Slot;
 
-/// Connects the client to a target and relays until both directions end; logs the line.
-/// `armed`: the timeouts the client socket has now.
-pub fn serve(
-    client: TcpStream,
-    origin: &Origin,
-    state: &RuleState,
-    accepted: Instant,
-    armed: Armed,
-) {
+/// Connects the client to a target and relays until both directions end; logs the line and
+/// gives the client's place (`slot`) back. `armed`: the timeouts the client socket has now.
+pub fn serve(client: TcpStream, origin: &Origin, slot: Slot, accepted: Instant, armed: Armed) {
+    let state = slot.state();
     let peer = origin.source;
     let refused = |target, end| {
         let outcome = Outcome::nothing_relayed(end);
@@ -42,8 +37,11 @@ pub fn serve(
         client: armed,
         ..state.relay_settings()
     };
-    let outcome = relay::relay(client, stream, settings);
-    // The target's count drops before the log line, so whoever reads the line sees it.
-    drop(lease);
-    state.log_connection(peer, Some(addr), outcome, accepted, None);
+    let done = move |outcome| {
+        // The target's count drops before the log line, so whoever reads the line sees it.
+        drop(lease);
+        slot.state()
+            .log_connection(peer, Some(addr), outcome, accepted, None);
+    };
+    relay::relay(client, stream, settings, Box::new(done));
 }

@@ -13,10 +13,9 @@ use crate::threads;
 /// One thread for all targets of a rule, however many there are.
 pub fn start_probes(pool: &Arc<Pool>, interval: Duration) -> io::Result<()> {
     let pool = Arc::clone(pool);
-    threads::spawn(move || loop {
+    threads::start(move || loop {
         let round = Instant::now();
         pool.probe_all(interval);
         thread::sleep(interval.saturating_sub(round.elapsed()));
     })
-    .map(drop)
 }

@@ -2,6 +2,7 @@
 //! filter, then forwarding or the CONNECT tunnel.
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::addr::normalize_addr;
@@ -20,7 +21,8 @@ pub fn serve(client: TcpStream, peer: SocketAddr, mut slot: Slot, inherited: Arm
     let accepted = Instant::now();
     let peer = normalize_addr(peer);
     slot.count();
-    let state = slot.state();
+    // The rule's own handle: `slot` moves on to the relay, whose last copier gives it back.
+    let state = Arc::clone(slot.state());
     if !state.rule.options.accept_proxy && !state.rule.options.clients.permits(peer.ip()) {
         // Closed without a byte read or sent.
         drop(client);
@@ -28,8 +30,8 @@ pub fn serve(client: TcpStream, peer: SocketAddr, mut slot: Slot, inherited: Arm
         state.log_connection(peer, None, outcome, accepted, None);
         return;
     }
-    configure(&client, state);
-    let origin = match client_address(&client, peer, state, accepted) {
+    configure(&client, &state);
+    let origin = match client_address(&client, peer, &state, accepted) {
         Ok(origin) => origin,
         Err((who, end)) => {
             let outcome = Outcome::nothing_relayed(end);
@@ -37,12 +39,14 @@ pub fn serve(client: TcpStream, peer: SocketAddr, mut slot: Slot, inherited: Arm
             return;
         }
     };
+    // Reading a PROXY header left the client without timeouts.
+    let armed = if state.rule.options.accept_proxy {
+        Armed::NONE
+    } else {
+        inherited
+    };
     match &state.rule.mode {
-        Mode::Connect(policy) => tunnel::serve(client, &origin, state, policy, accepted),
-        // Reading a PROXY header left the client without timeouts.
-        Mode::Forward(_) if state.rule.options.accept_proxy => {
-            forward::serve(client, &origin, state, accepted, Armed::NONE)
-        }
-        Mode::Forward(_) => forward::serve(client, &origin, state, accepted, inherited),
+        Mode::Connect(policy) => tunnel::serve(client, &origin, &state, policy, slot, accepted),
+        Mode::Forward(_) => forward::serve(client, &origin, slot, accepted, armed),
     }
 }

@@ -27,9 +27,9 @@ use crate::deadline::Deadline;
 use crate::end::End;
 use crate::log;
 use crate::pool::dial::{self, DialError};
-use crate::relay::{self, Outcome};
+use crate::relay::{self, Done, Outcome};
 use crate::serve::client::{configure, send_proxy_header, Origin};
-use crate::serve::state::RuleState;
+use crate::serve::state::{RuleState, Slot};
 use crate::wire::connect_head::{self, Request, Status, ESTABLISHED, HEAD_DEADLINE};
 
 /// How long writing the `200` to the client, or the early bytes to the target, may take.
@@ -84,12 +84,14 @@ impl Refusal {
 }
 
 /// Serves one CONNECT client (already through the client filter) until its tunnel ends, and
-/// records it: one log line, whatever happened.
+/// records it: one log line, whatever happened; then its place (`slot`) is given back.
+/// `state` is the rule's, which `slot` holds too: the last copier gives `slot` back.
 pub fn serve(
     client: TcpStream,
     origin: &Origin,
     state: &RuleState,
     policy: &ConnectPolicy,
+    slot: Slot,
     accepted: Instant,
 ) {
     let peer = origin.source;
@@ -100,8 +102,11 @@ pub fn serve(
     match tunnel {
         Ok(tunnel) => {
             let addr = tunnel.addr;
-            let outcome = hand_over(client, tunnel, state, origin);
-            state.log_connection(peer, Some(addr), outcome, accepted, user.as_deref());
+            let done = move |outcome| {
+                let state = slot.state();
+                state.log_connection(peer, Some(addr), outcome, accepted, user.as_deref());
+            };
+            hand_over(client, tunnel, state, origin, Box::new(done));
         }
         Err(refusal) => {
             // Not `client=...`: that prefix is for the one line per connection, logged below.
@@ -185,28 +190,27 @@ fn permitted(
 }
 
 /// Sends the target its PROXY header (`--proxy-protocol`), answers `200`, sends the target what
-/// the client sent after its head, then relays. Up and down count tunnel bytes only: the early
-/// bytes, not the head or the `200`.
-fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState, origin: &Origin) -> Outcome {
+/// the client sent after its head, then relays; the outcome goes to `done`. Up and down count
+/// tunnel bytes only: the early bytes, not the head or the `200`.
+fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState, origin: &Origin, done: Done) {
     let Tunnel {
         target,
         addr: _,
         early,
     } = tunnel;
     configure(&target, state);
-    let failed = Outcome::nothing_relayed;
-    if let Err(end) = send_proxy_header(&target, origin, state) {
-        return failed(end);
+    let ready = send_proxy_header(&target, origin, state)
+        .and_then(|()| write_within(&client, ESTABLISHED).map_err(|_| End::ClientReset))
+        .and_then(|()| write_within(&target, &early).map_err(|_| End::TargetReset));
+    if let Err(end) = ready {
+        return done(Outcome::nothing_relayed(end));
     }
-    if write_within(&client, ESTABLISHED).is_err() {
-        return failed(End::ClientReset);
-    }
-    if write_within(&target, &early).is_err() {
-        return failed(End::TargetReset);
-    }
-    let mut outcome = relay::relay(client, target, state.relay_settings());
-    outcome.up += early.len() as u64;
-    outcome
+    let early = early.len() as u64;
+    let counted = move |mut outcome: Outcome| {
+        outcome.up += early;
+        done(outcome)
+    };
+    relay::relay(client, target, state.relay_settings(), Box::new(counted));
 }
 
 /// Writes all of `data`, giving up after [`HANDOVER_TIME`]; then the stream blocks without
