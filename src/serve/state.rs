@@ -127,7 +127,10 @@ impl Slot {
         let max = state.rule.options.max_conns;
         let mut count = slots.count.lock().unwrap_or_else(|e| e.into_inner());
         if count.used >= max {
-            state.counters.accept_paused.add(1);
+            // The listener pauses when its first acceptor finds the rule full.
+            if count.waiting == 0 {
+                state.counters.accept_paused.add(1);
+            }
             state.troubles.full.problem(format_args!(
                 "{} has {max} connections (--max-conns): not accepting until one ends",
                 state.label
