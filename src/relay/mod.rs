@@ -7,6 +7,7 @@
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
 mod buffer;
+mod cut;
 mod outcome;
 mod send;
 mod timers;
@@ -14,7 +15,7 @@ mod verdict;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::end::End;
 use crate::log;
@@ -24,6 +25,7 @@ use buffer::Buffer;
 use timers::Timers;
 use verdict::{Direction, Verdict};
 
+pub use cut::cut_all;
 pub use outcome::{Outcome, Settings};
 pub use timers::Timeouts;
 
@@ -49,6 +51,8 @@ pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcom
         verdict,
     });
 
+    // Registered while it runs, so the end of a graceful stop can cut it.
+    let _registration = cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>);
     let other = Arc::clone(&pair);
     let down = match threads::spawn(move || other.copy(Direction::Down)) {
         Ok(handle) => handle,
@@ -126,6 +130,14 @@ impl Pair {
         self.verdict.note(end);
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
+    }
+}
+
+impl cut::Cut for Pair {
+    fn cut(&self) {
+        self.verdict.note(End::Shutdown);
+        sys::reset(&self.client);
+        sys::reset(&self.target);
     }
 }
 
