@@ -140,7 +140,7 @@ fn new_pid(line: &str) -> u32 {
         .nth(1)
         .and_then(|r| r.split(' ').next())
         .and_then(|p| p.parse().ok())
-        .expect("the new pid")
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
 /// Whether a connect to `addr` is refused right now.

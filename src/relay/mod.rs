@@ -128,6 +128,10 @@ impl Pair {
     /// thread from its blocking read or write.
     fn abort(&self, end: End) {
         self.verdict.note(end);
+        if self.verdict.end() == End::Shutdown {
+            // Being cut: a FIN now would reach the other side before its RST.
+            return;
+        }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
     }

@@ -1,17 +1,13 @@
 //! SIGUSR2: start the same program again with the same arguments, hand it every listening
 //! socket (the same sockets: one accept queue each, so nothing queued is lost), and wait
-//! until it says it serves (see [`inherit`](super::inherit) for the variables).
+//! until it says it serves, at most 10 s (see [`inherit`](super::inherit) for the variables).
 
 use std::ffi::OsString;
-use std::time::Duration;
 
 use crate::serve::live::Live;
 
-/// How long the new process has to say it serves.
-pub const READY_WITHIN: Duration = Duration::from_secs(10);
-
 /// Starts the new process and waits until it serves; returns its pid. On an error the new
-/// process is gone (it exited, or was killed after [`READY_WITHIN`]) and nothing changed.
+/// process is gone (it exited, or was killed after 10 s) and nothing changed. Linux only.
 pub fn hand_over(live: &Live, args: &[OsString]) -> Result<u32, String> {
     #[cfg(target_os = "linux")]
     {
@@ -31,9 +27,13 @@ mod linux {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
     use std::process::{Child, Command};
+    use std::time::Duration;
 
     use crate::serve::inherit::{stats_label, HANDOVER_FDS, READY_FD, SHARED_FDS};
     use crate::sys::{self, reason};
+
+    /// How long the new process has to say it serves.
+    const READY_WITHIN: Duration = Duration::from_secs(10);
 
     pub fn hand_over(live: &Live, args: &[OsString]) -> Result<u32, String> {
         let program = std::env::current_exe()

@@ -8,12 +8,15 @@
 //! sockets 3 … 3+N−1, matched to rules by their local address. Every one of these variables
 //! is removed from the environment at start-up.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use crate::addr::{HostPort, ListenAddr};
+use crate::addr::{Host, HostPort, ListenAddr};
 use crate::config::rule::Rule;
+use crate::log;
 use crate::serve::accept::Listener;
+use crate::sys::{self, reason};
 
 /// The sockets handed over, `FD=LISTEN` separated by `;`.
 pub const HANDOVER_FDS: &str = "TCPFWD_HANDOVER_FDS";
@@ -40,20 +43,47 @@ struct Handed {
 }
 
 /// The readiness pipe to the process that handed its sockets over.
-pub struct Ready(#[cfg(target_os = "linux")] std::os::unix::net::UnixStream);
+pub struct Ready(sys::Pipe);
 
 impl Inherited {
     /// Reads (and removes) the variables; a descriptor that is not a listening socket is a
     /// warning and ignored.
     pub fn take() -> Inherited {
-        #[cfg(target_os = "linux")]
-        {
-            linux::take()
+        let mut inherited = Inherited::default();
+        let shared: Vec<i32> = var(SHARED_FDS)
+            .map(|v| v.split(',').filter_map(|f| f.parse().ok()).collect())
+            .unwrap_or_default();
+        if let Some(list) = var(HANDOVER_FDS) {
+            for item in list.split(';').filter(|i| !i.is_empty()) {
+                let Some((fd, what)) = item.split_once('=') else {
+                    continue;
+                };
+                let Ok(fd) = fd.parse::<i32>() else { continue };
+                if let Some(socket) = adopt(fd, HANDOVER_FDS) {
+                    let shared = shared.contains(&fd);
+                    let socket = Some(Handed { socket, shared });
+                    inherited.handed.push((fd, what.to_string(), socket));
+                }
+            }
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            Inherited::default()
+        if let Some(fd) = var(READY_FD).and_then(|v| v.parse::<i32>().ok()) {
+            match sys::adopt_pipe(fd) {
+                Ok(pipe) => inherited.ready = Some(Ready(pipe)),
+                Err(e) => log::problem(format_args!("{READY_FD}={fd}: {}", reason(&e))),
+            }
         }
+        let pid = var("LISTEN_PID");
+        let count = var("LISTEN_FDS");
+        let _ = var("LISTEN_FDNAMES");
+        let ours = pid.and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+        if let (true, Some(count)) = (ours, count.and_then(|c| c.parse::<i32>().ok())) {
+            for fd in 3..3 + count.clamp(0, 4096) {
+                if let Some(socket) = adopt(fd, "LISTEN_FDS") {
+                    inherited.activated.push((fd, Some(socket)));
+                }
+            }
+        }
+        inherited
     }
 
     /// The sockets for `rule`: the ones handed over under its listen address, or those
@@ -108,7 +138,7 @@ impl Inherited {
             let local = socket
                 .local_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
-            crate::log::problem(format_args!(
+            log::problem(format_args!(
                 "inherited socket {fd} on {local}{what} matches no rule: closed"
             ));
         }
@@ -129,8 +159,8 @@ fn listen_matches(listen: &ListenAddr, local: SocketAddr) -> bool {
         ListenAddr::Host(hp) => {
             hp.port == local.port()
                 && match &hp.host {
-                    crate::addr::Host::Ip(ip) => *ip == local.ip(),
-                    crate::addr::Host::Name(_) => hp
+                    Host::Ip(ip) => *ip == local.ip(),
+                    Host::Name(_) => hp
                         .resolve()
                         .is_ok_and(|all| all.iter().any(|a| a.ip() == local.ip())),
                 }
@@ -140,76 +170,46 @@ fn listen_matches(listen: &ListenAddr, local: SocketAddr) -> bool {
 
 /// Tells the process that handed its sockets over that this one serves.
 pub fn say_ready(ready: Option<Ready>) {
-    #[cfg(target_os = "linux")]
     if let Some(Ready(mut pipe)) = ready {
-        use std::io::Write;
         let _ = pipe.write_all(b"ready\n");
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = ready;
 }
 
-#[cfg(target_os = "linux")]
-mod linux {
+/// The variable's value, removed from the environment (start-up: no other thread reads it).
+fn var(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok();
+    std::env::remove_var(name);
+    value
+}
+
+fn adopt(fd: i32, from: &str) -> Option<TcpListener> {
+    match sys::adopt_listener(fd) {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            log::problem(format_args!(
+                "{from}: descriptor {fd} is not a listening TCP socket ({}): ignored",
+                reason(&e)
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
     use super::*;
-    use crate::log;
-    use crate::sys::{self, reason};
 
-    pub fn take() -> Inherited {
-        let mut inherited = Inherited::default();
-        let shared: Vec<i32> = var(SHARED_FDS)
-            .map(|v| v.split(',').filter_map(|f| f.parse().ok()).collect())
-            .unwrap_or_default();
-        if let Some(list) = var(HANDOVER_FDS) {
-            for item in list.split(';').filter(|i| !i.is_empty()) {
-                let Some((fd, what)) = item.split_once('=') else {
-                    continue;
-                };
-                let Ok(fd) = fd.parse::<i32>() else { continue };
-                if let Some(socket) = adopt(fd, HANDOVER_FDS) {
-                    let shared = shared.contains(&fd);
-                    let socket = Some(Handed { socket, shared });
-                    inherited.handed.push((fd, what.to_string(), socket));
-                }
-            }
-        }
-        if let Some(fd) = var(READY_FD).and_then(|v| v.parse::<i32>().ok()) {
-            match sys::adopt_stream(fd) {
-                Ok(pipe) => inherited.ready = Some(Ready(pipe)),
-                Err(e) => log::problem(format_args!("{READY_FD}={fd}: {}", reason(&e))),
-            }
-        }
-        let pid = var("LISTEN_PID");
-        let count = var("LISTEN_FDS");
-        std::env::remove_var("LISTEN_FDNAMES");
-        let ours = pid.and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
-        if let (true, Some(count)) = (ours, count.and_then(|c| c.parse::<i32>().ok())) {
-            for fd in 3..3 + count.clamp(0, 4096) {
-                if let Some(socket) = adopt(fd, "LISTEN_FDS") {
-                    inherited.activated.push((fd, Some(socket)));
-                }
-            }
-        }
-        inherited
-    }
-
-    /// The variable's value, removed from the environment (start-up, one thread yet).
-    fn var(name: &str) -> Option<String> {
-        let value = std::env::var(name).ok();
-        std::env::remove_var(name);
-        value
-    }
-
-    fn adopt(fd: i32, from: &str) -> Option<TcpListener> {
-        match sys::adopt_listener(fd) {
-            Ok(socket) => Some(socket),
-            Err(e) => {
-                log::problem(format_args!(
-                    "{from}: descriptor {fd} is not a listening TCP socket ({}): ignored",
-                    reason(&e)
-                ));
-                None
-            }
-        }
+    #[test]
+    fn sockets_match_rules_by_local_address() {
+        let rule = |text: &str| ListenAddr::parse(text).unwrap();
+        let at = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert!(listen_matches(&rule(":8080"), at("0.0.0.0:8080")));
+        assert!(listen_matches(&rule(":8080"), at("[::]:8080")));
+        assert!(!listen_matches(&rule(":8080"), at("127.0.0.1:8080")));
+        assert!(!listen_matches(&rule(":8080"), at("0.0.0.0:8081")));
+        assert!(listen_matches(&rule("127.0.0.1:80"), at("127.0.0.1:80")));
+        assert!(!listen_matches(&rule("127.0.0.1:80"), at("0.0.0.0:80")));
+        assert!(listen_matches(&rule("[::1]:80"), at("[::1]:80")));
+        assert!(listen_matches(&rule("localhost:80"), at("127.0.0.1:80")));
     }
 }

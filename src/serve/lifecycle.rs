@@ -4,6 +4,7 @@
 //! thread just waits, and signals keep their default action.
 
 use std::ffi::OsString;
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crate::serve::accept;
 use crate::serve::handover;
 use crate::serve::live::Live;
 use crate::serve::reload;
+use crate::sys::{self, Signal, Signals};
 
 /// What the main thread needs to reload or hand over.
 pub struct Life {
@@ -30,52 +32,35 @@ pub struct Life {
 /// After the grace, how long the cut connections have to write their log lines.
 const CUT_LINES_WITHIN: Duration = Duration::from_secs(1);
 
-#[cfg(target_os = "linux")]
-pub use crate::sys::signals::Signals;
-
 /// The signal handlers, installed at the very start (before any listener is announced, so a
-/// signal sent after `listening on` is never lost).
-#[cfg(target_os = "linux")]
+/// signal sent after `listening on` is never lost). `None` where signals are not handled.
 pub fn install() -> Option<Signals> {
     match Signals::install() {
         Ok(signals) => Some(signals),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            log::detail(format_args!(
+                "reload, graceful stop and hand-over need Linux: signals keep their default action"
+            ));
+            None
+        }
         Err(e) => {
             log::problem(format_args!(
-                "cannot install signal handlers ({}): SIGHUP, SIGTERM and SIGUSR2 keep their default action",
-                crate::sys::reason(&e)
+                "cannot install signal handlers ({}): signals keep their default action",
+                sys::reason(&e)
             ));
             None
         }
     }
 }
 
-/// No signal handling here.
-#[cfg(not(target_os = "linux"))]
-pub struct Signals;
-
-/// No signal handling here: says so once.
-#[cfg(not(target_os = "linux"))]
-pub fn install() -> Option<Signals> {
-    log::detail(format_args!(
-        "reload, graceful stop and hand-over need Linux: signals keep their default action"
-    ));
-    None
-}
-
-/// Serves until a graceful stop ends (then the process exits 0).
-pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, life: Life) {
-    let Some(signals) = signals else {
+/// Serves until a graceful stop ends (then the process exits 0); without signal handlers,
+/// for ever.
+pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, mut life: Life) {
+    let Some(mut signals) = signals else {
         loop {
             std::thread::park();
         }
     };
-    #[cfg(target_os = "linux")]
-    wait_for_signals(live, signals, life);
-}
-
-#[cfg(target_os = "linux")]
-fn wait_for_signals(live: Arc<Live>, mut signals: Signals, mut life: Life) {
-    use crate::sys::signals::Signal;
     loop {
         match signals.next(None) {
             Some(Signal::Hup) => match &life.config {
@@ -109,9 +94,7 @@ fn wait_for_signals(live: Arc<Live>, mut signals: Signals, mut life: Life) {
 
 /// Closes every listener, lets connections in flight go on for `grace`, then cuts the rest.
 /// A second SIGTERM or SIGINT cuts at once.
-#[cfg(target_os = "linux")]
 fn graceful_stop(live: &Live, signals: &mut Signals, grace: Duration) {
-    use crate::sys::signals::Signal;
     live.stop_all();
     log::info(format_args!(
         "stopping: {} connections in flight, waiting up to {}",

@@ -242,3 +242,23 @@ pub fn adopt_stream(fd: c_int) -> io::Result<std::os::unix::net::UnixStream> {
     // SAFETY: the fd is open (fcntl succeeded) and named to this process as its own.
     Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SO_REUSEADDR (2 on Linux, 4 on MIPS) is set by std's bind on Unix, so a restarted
+    /// tcpfwd binds over connections in TIME_WAIT; SO_REUSEPORT (15, MIPS 0x200) never is:
+    /// a second process on the same port would split the accept queue.
+    #[test]
+    fn listeners_reuse_the_address_never_the_port() {
+        let (reuse_addr, reuse_port) = if cfg!(any(target_arch = "mips", target_arch = "mips64")) {
+            (4, 0x200)
+        } else {
+            (2, 15)
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(get_int(&listener, SOL_SOCKET, reuse_addr).unwrap(), 1);
+        assert_eq!(get_int(&listener, SOL_SOCKET, reuse_port).unwrap(), 0);
+    }
+}

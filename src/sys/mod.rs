@@ -16,6 +16,46 @@ pub mod signals;
 mod sigstack;
 
 pub use reason::reason;
+#[cfg(target_os = "linux")]
+pub use signals::Signals;
+
+/// A signal tcpfwd acts on (SPEC §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux's handlers make them
+pub enum Signal {
+    /// SIGHUP: reload the config file.
+    Hup,
+    /// SIGTERM or SIGINT: stop gracefully.
+    Stop,
+    /// SIGUSR2: hand the listeners over to a new process.
+    Usr2,
+}
+
+/// Signals as messages to the main thread: not available here.
+#[cfg(not(target_os = "linux"))]
+pub struct Signals(());
+
+#[cfg(not(target_os = "linux"))]
+impl Signals {
+    /// Always an error: signals keep their default action here.
+    pub fn install() -> io::Result<Signals> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Never a signal.
+    pub fn next(&mut self, limit: Option<Duration>) -> Option<Signal> {
+        let _ = limit;
+        None
+    }
+}
+
+/// A stream inherited from the process that started this one (the hand-over's readiness
+/// pipe).
+#[cfg(target_os = "linux")]
+pub type Pipe = std::os::unix::net::UnixStream;
+/// A stream inherited from the process that started this one (none here).
+#[cfg(not(target_os = "linux"))]
+pub type Pipe = io::Sink;
 
 /// Whether `e` is the expiry of a timeout set with `set_read_timeout`/`set_write_timeout`:
 /// `WouldBlock` on Unix (std reports SO_RCVTIMEO's EAGAIN so), `TimedOut` on Windows. On Unix
@@ -174,16 +214,31 @@ pub fn set_inherited(fd: std::os::fd::RawFd, inherited: bool) -> io::Result<()> 
 
 /// Takes ownership of an inherited listening TCP socket, `fd` (named by systemd's LISTEN_FDS
 /// or by the process that handed it over); it is closed on exec from now on. An error if
-/// `fd` is not open or not a listening TCP socket; then it is left alone.
-#[cfg(target_os = "linux")]
-pub fn adopt_listener(fd: std::os::fd::RawFd) -> io::Result<TcpListener> {
-    linux::adopt_listener(fd)
+/// `fd` is not open or not a listening TCP socket; then it is left alone. Linux only.
+pub fn adopt_listener(fd: i32) -> io::Result<TcpListener> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::adopt_listener(fd)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// Takes ownership of an inherited stream socket `fd` (the hand-over's readiness pipe).
-#[cfg(target_os = "linux")]
-pub fn adopt_stream(fd: std::os::fd::RawFd) -> io::Result<std::os::unix::net::UnixStream> {
-    linux::adopt_stream(fd)
+/// Linux only.
+pub fn adopt_pipe(fd: i32) -> io::Result<Pipe> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::adopt_stream(fd)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A thread that [`wake`] can interrupt.

@@ -15,16 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-/// A signal tcpfwd acts on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
-    /// Reload the config file.
-    Hup,
-    /// Stop gracefully (SIGTERM or SIGINT).
-    Stop,
-    /// Hand the listeners over to a new process.
-    Usr2,
-}
+use super::Signal;
 
 const SIGHUP: c_int = 1;
 const SIGINT: c_int = 2;
