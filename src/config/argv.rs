@@ -106,7 +106,7 @@ mod tests {
             r.to_string(),
             ":8080 10.0.0.5:80 --balance round-robin --health-interval 0 --down-after 1 \
              --down-for 10s --connect-timeout 5s --idle-timeout 0 --fin-timeout 1m \
-             --keepalive 1m --max-conns 1024 --buffer-size 64k"
+             --keepalive 1m --max-conns 1024 --backlog 1024 --buffer-size 64k"
         );
     }
 
@@ -196,6 +196,7 @@ mod tests {
             "--fin-timeout",
             "--keepalive",
             "--max-conns",
+            "--backlog",
             "--allow",
             "--deny",
             "--buffer-size",

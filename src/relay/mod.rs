@@ -18,7 +18,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Weak};
 
 use crate::end::End;
-use crate::log;
+use crate::log::{self, Burst};
 use crate::sys;
 use crate::threads;
 use buffer::Buffer;
@@ -38,6 +38,9 @@ struct Pair {
     verdict: Verdict,
 }
 
+/// Relay threads that cannot be started, logged as a burst for the whole process.
+static NO_THREAD: Burst = Burst::new();
+
 /// Relays until both directions have ended; the calling thread copies client → target,
 /// a second thread copies target → client.
 pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcome {
@@ -55,10 +58,18 @@ pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcom
     let _registration = cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>);
     let other = Arc::clone(&pair);
     let down = match threads::spawn(move || other.copy(Direction::Down)) {
-        Ok(handle) => handle,
+        Ok(handle) => {
+            if let Some(ended) = NO_THREAD.clear() {
+                log::problem(format_args!(
+                    "relay threads start again after {ended} ({} connections ended for want of one)",
+                    ended.count
+                ));
+            }
+            handle
+        }
         Err(e) => {
             let why = sys::reason(&e);
-            log::problem(format_args!("cannot start a relay thread: {why}"));
+            NO_THREAD.problem(format_args!("cannot start a relay thread: {why}"));
             pair.abort(End::Error);
             return Outcome::nothing_relayed(End::Error);
         }

@@ -1,7 +1,7 @@
 //! Accept loops: a rule's (limits, back-off, handing each client on) and the metrics one's.
-//! Neither spins: a failing `accept()` backs off and is logged once per burst. A loop ends
-//! only when its [`Listener`] is stopped (graceful stop, hand-over, a reload that removed the
-//! rule).
+//! Neither spins: a failing `accept()` backs off and is logged as a burst (start, end, at
+//! most one line per few seconds between). A loop ends only when its [`Listener`] is stopped
+//! (graceful stop, hand-over, a reload that removed the rule).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::log::Burst;
+use crate::log::{self, Burst};
 use crate::serve::session;
 use crate::serve::state::{Current, Slot};
 use crate::sys::{self, reason};
@@ -133,7 +133,12 @@ pub fn serve_rule(listener: Arc<Listener>, current: Arc<Current>, running: LoopG
             ));
             acceptor.backoff.wait();
         } else {
-            state.troubles.spawn.clear();
+            if let Some(ended) = state.troubles.spawn.clear() {
+                log::problem(format_args!(
+                    "connection threads start again on {} after {ended} ({} clients dropped)",
+                    state.label, ended.count
+                ));
+            }
             acceptor.backoff.reset();
         }
     }
@@ -174,7 +179,12 @@ impl Acceptor {
             }
             match result {
                 Ok(client) => {
-                    trouble.clear();
+                    if let Some(ended) = trouble.clear() {
+                        log::problem(format_args!(
+                            "accepting on {label} again after {ended} ({} failed accepts)",
+                            ended.count
+                        ));
+                    }
                     return Some(client);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

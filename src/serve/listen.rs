@@ -23,8 +23,12 @@ impl fmt::Display for ListenError {
 }
 
 /// Opens the sockets of a listen address: one, or for `:PORT` on a system without dual-stack
-/// sockets, one per family.
-pub fn bind_listen(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<TcpListener>, ListenError> {
+/// sockets, one per family; with `backlog`, that listen backlog instead of std's 128.
+pub fn bind_listen(
+    listen: &ListenAddr,
+    mss: Option<u32>,
+    backlog: Option<u32>,
+) -> Result<Vec<TcpListener>, ListenError> {
     let sockets = match listen {
         ListenAddr::AnyHost(port) => open_any(*port)?,
         ListenAddr::Host(hp) => {
@@ -38,6 +42,11 @@ pub fn bind_listen(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<TcpListe
     if let Some(mss) = mss {
         for socket in &sockets {
             sys::set_mss(socket, mss).map_err(|e| failed(&listen.to_string(), &e))?;
+        }
+    }
+    if let Some(backlog) = backlog {
+        for socket in &sockets {
+            sys::set_backlog(socket, backlog).map_err(|e| failed(&listen.to_string(), &e))?;
         }
     }
     Ok(sockets)

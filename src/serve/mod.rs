@@ -66,7 +66,7 @@ pub fn run(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     for rule in setup.rules {
         let listeners = match inherited.for_rule(&rule) {
             Some(listeners) => listeners,
-            None => listen::bind_listen(&rule.listen, rule.options.mss)
+            None => listen::bind_listen(&rule.listen, rule.options.mss, Some(rule.options.backlog))
                 .map_err(ServeError::Listen)?
                 .into_iter()
                 .map(|s| Listener::new(s, false))

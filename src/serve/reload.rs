@@ -90,8 +90,8 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
         if old.contains_key(&label) {
             continue;
         }
-        let sockets =
-            bind_listen(&rule.listen, rule.options.mss).map_err(|e| format!("{shown}{e}"))?;
+        let sockets = bind_listen(&rule.listen, rule.options.mss, Some(rule.options.backlog))
+            .map_err(|e| format!("{shown}{e}"))?;
         let listeners = sockets.into_iter().map(|s| Listener::new(s, false));
         opened.insert(label, listeners.collect());
     }
@@ -178,17 +178,21 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
     Ok(summary)
 }
 
-/// A kept rule's sockets take its new `--mss`.
+/// A kept rule's sockets take its new `--mss` and `--backlog`.
 fn renew_listeners(entry: &Entry, before: &config::rule::Rule, after: &config::rule::Rule) {
-    if let (Some(mss), true) = (after.options.mss, after.options.mss != before.options.mss) {
-        for listener in &entry.listeners {
-            if let Err(e) = sys::set_mss(listener.socket(), mss) {
-                log::problem(format_args!(
-                    "--mss on {}: {}",
-                    entry.label,
-                    sys::reason(&e)
-                ));
-            }
+    let (was, now) = (&before.options, &after.options);
+    for listener in &entry.listeners {
+        let socket = listener.socket();
+        let mss = match now.mss {
+            Some(mss) if now.mss != was.mss => sys::set_mss(socket, mss),
+            _ => Ok(()),
+        };
+        let backlog = match now.backlog {
+            backlog if backlog != was.backlog => sys::set_backlog(socket, backlog),
+            _ => Ok(()),
+        };
+        if let Err(e) = mss.and(backlog) {
+            log::problem(format_args!("{}: {}", entry.label, sys::reason(&e)));
         }
     }
 }

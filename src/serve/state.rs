@@ -157,7 +157,9 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Waits until the rule has a free place and takes it.
+    /// Waits until the rule has a free place and takes it. Waiting at `--max-conns` is a
+    /// burst of trouble: one line when it starts, one when the rule has room again (how long,
+    /// how many clients had to wait), and at most one per [`log::REPEAT`] in between.
     pub fn acquire(state: &Arc<RuleState>) -> Slot {
         let slots = &state.slots;
         let max = state.rule.options.max_conns;
@@ -171,7 +173,12 @@ impl Slot {
             while *used >= max {
                 used = slots.freed.wait(used).unwrap_or_else(|e| e.into_inner());
             }
-            state.troubles.full.clear();
+        } else if let Some(ended) = state.troubles.full.clear() {
+            // A place was free without waiting, and none was missing for a while.
+            log::problem(format_args!(
+                "{} accepting again after {ended} ({} clients waited)",
+                state.label, ended.count
+            ));
         }
         *used += 1;
         Slot {
