@@ -3,8 +3,8 @@
 
 Run by `make netlab` (root; the netlab testbed of ../shared/netlab). Not part of `make test`.
 
-    tests/netlab/accel.py [PART...]      PART: accel window blackhole dead | relays buffers | all
-                                         (default: accel window blackhole dead, ~11 minutes)
+    tests/netlab/accel.py [PART...]      PART: accel near window blackhole dead (the default,
+                                         ~11 minutes) | far relays buffers segsize | all
 
 Topology (netlab's README): client C, router M, servers S and S2, each link a userspace
 emulator (linkem: delay, loss, rate, silent drop of big packets, silent cut).
@@ -14,6 +14,8 @@ emulator (linkem: delay, loss, rate, silent drop of big packets, silent cut).
              in M; the same with bbr on M's sockets (--congestion bbr when the binary has it,
              else the sysctl of M's namespace); an upload with bbr on M's target leg only
              (--congestion with a one-leg syntax when the binary has one).
+  near       the relay next to the lossy hop: C -5 ms, 1 % loss- M -35 ms clean- S; download
+             direct, through tcpfwd in M, and with bbr on M's client leg (the one that sends).
   window     the same 80 ms path without loss, socket buffers capped at 256 KiB everywhere
              (tcp_rmem / tcp_wmem max): a window-limited path.
   blackhole  C -5 ms- M -5 ms- S, packets over 1,400 bytes dropped silently on C-M (a PMTU
@@ -24,11 +26,15 @@ emulator (linkem: delay, loss, rate, silent drop of big packets, silent cut).
              (data in flight) and while another is idle: how long until tcpfwd gives each up,
              today (keepalive interval 10 s x 6 probes, the kernel's tcp_retries2) and with
              --user-timeout 5s / a keepalive interval and count where the binary has them.
+  far        (extra) the mirror of near for the target leg: C -35 ms clean- M -5 ms, 1 %
+             loss- S, an upload, bbr on M's target leg.
   relays     (extra) two tcpfwds, one in C and one in S, the whole 80 ms lossy path between
              them: cubic against bbr between the relays.
   buffers    (extra) 80 ms, no loss, endpoints' default buffers: M's socket buffers capped
              (tcp_wmem / tcp_rmem in M's namespace, standing in for SO_SNDBUF / SO_RCVBUF) and
              tcp_notsent_lowat in M: throughput and the kernel memory the relay holds.
+  segsize    (extra) 80 ms, no loss: --segment-size 1000 and --mss 1000 against the default,
+             throughput and the average IP packet M sends toward C (linkem's counters).
 
 Rows that need an option this build lacks print "skipped: option not in this build".
 Throughput figures are medians of ACCEL_REPS (3) runs of ACCEL_SECS (20) seconds.
@@ -60,11 +66,10 @@ PREFIX = os.environ.get("NETLAB_PREFIX", "nl")
 RUN = os.path.join(NETLAB_DIR, f"run-accel-{PREFIX}")
 NETLAB = os.path.join(NETLAB_DIR, "netlab")
 REPS = int(os.environ.get("ACCEL_REPS", "3"))
-SECS = float(os.environ.get("ACCEL_SECS", "20"))
+SECS = float(os.environ.get("ACCEL_SECS", "15"))
 RATE = int(os.environ.get("ACCEL_RATE", "50"))
-BUDGET_S = 20 * 60  # a hard stop: the whole run is meant to take well under this
-DEFAULT_PARTS = ["accel", "window", "blackhole", "dead"]
-ALL_PARTS = DEFAULT_PARTS + ["relays", "buffers"]
+DEFAULT_PARTS = ["accel", "near", "window", "blackhole", "dead"]
+ALL_PARTS = DEFAULT_PARTS + ["far", "relays", "buffers", "segsize"]
 SKIPPED = "skipped: option not in this build"
 
 S, S2, M_C = "10.99.2.2", "10.99.3.2", "10.99.1.2"  # S, S2, and M's address toward C
@@ -351,13 +356,12 @@ def first_accepted(candidates, env):
     return None
 
 
-def cc_target_leg():
-    """The options for bbr on the target leg only, or None."""
+def cc_one_leg(leg):
+    """The options for bbr on one leg only (leg: target or client), or None."""
     if not has("--congestion"):
         return None
-    return first_accepted([["--congestion", "target=bbr"], ["--congestion", "target:bbr"],
-                           ["--congestion", "out=bbr"], ["--congestion-target", "bbr"]],
-                          "ACCEL_CC_TARGET")
+    return first_accepted([["--congestion", f"{leg}=bbr"], ["--congestion", f"{leg}:bbr"],
+                           ["--congestion-" + leg, "bbr"]], f"ACCEL_CC_{leg.upper()}")
 
 
 def keepalive_probes():
@@ -409,60 +413,86 @@ def measure(modes, key):
     return runs
 
 
+VIA = f"{M_C}:9000"
+
+
+def relay(opts=(), m_bbr=False):
+    """setup / teardown of tcpfwd in M (VIA -> S); m_bbr: M's namespace defaults to bbr."""
+    def setup():
+        if m_bbr:
+            sysctl("m", net__ipv4__tcp_congestion_control="bbr")
+        return fwd("m", VIA, f"{S}:{BENCH_PORT}", ["-q", *opts])
+
+    def teardown(p):
+        stop(p)
+        sysctl("m", net__ipv4__tcp_congestion_control="cubic")
+    return setup, teardown
+
+
+def bbr_on(leg):
+    """(tcpfwd options, m_bbr, how) for bbr on M's `leg` (client, target or both)."""
+    one = cc_one_leg(leg) if leg != "both" else None
+    if one:
+        return one, False, f"`{' '.join(one)}` (that leg only)"
+    if has("--congestion"):
+        return ["--congestion", "bbr"], False, "`--congestion bbr`" + ("" if leg == "both" else " (both legs: no one-leg syntax found)")
+    return [], True, "M's namespace bbr by sysctl (both legs: baseline, no option in this build)"
+
+
+def transfer(part, path, direction, rows):
+    """rows: [(label, kind)], kind: direct, via, or bbr-LEG; REPS rounds of each."""
+    fn = get if direction == "down" else put
+    arrow = "C←S" if direction == "down" else "C→S"
+    modes, labels = {}, {}
+    for label, kind in rows:
+        if kind == "direct":
+            modes[label] = (lambda: fn("c", S, BENCH_PORT), None, None)
+            labels[label] = f"{path}; {'download' if direction == 'down' else 'upload'} direct {arrow}"
+        elif kind == "via":
+            modes[label] = (lambda: fn("c", M_C, 9000), *relay())
+            labels[label] = "the same through tcpfwd in M (cubic)"
+        else:
+            opts, m_bbr, how = bbr_on(kind.split("-", 1)[1])
+            modes[label] = (lambda: fn("c", M_C, 9000), *relay(opts, m_bbr))
+            labels[label] = f"the same through tcpfwd in M, {label}: {how}"
+    runs = measure(modes, f"{part}-{direction}")
+    d = None
+    for label, kind in rows:
+        v, text = fmt_mbps(runs[label])
+        if kind == "direct":
+            d = v
+            row(part, labels[label], text)
+        else:
+            row(part, labels[label], text, f"**{v / d:.2f}×** direct" if d else "")
+
+
 def part_accel():
     loss = f"--delay 20 --rate {RATE} --loss 0.25"
     up(loss, loss)
     server()
-    cc_opt = ["--congestion", "bbr"] if has("--congestion") else None
-    tgt_opt = cc_target_leg()
-    via = f"{M_C}:9000"
+    path = "2×40 ms (20 ms each link), 0.25 % loss per link, cubic everywhere"
+    transfer("accel", path, "down", [("direct", "direct"), ("via", "via"), ("bbr on M", "bbr-both")])
+    transfer("accel", path, "up", [("direct", "direct"), ("bbr on M's target leg", "bbr-target")])
+    stop_all()
 
-    def relay(opts=(), m_bbr=False):
-        def setup():
-            if m_bbr:
-                sysctl("m", net__ipv4__tcp_congestion_control="bbr")
-            return fwd("m", via, f"{S}:{BENCH_PORT}", ["-q", *opts])
 
-        def teardown(p):
-            stop(p)
-            sysctl("m", net__ipv4__tcp_congestion_control="cubic")
-        return setup, teardown
+def part_near():
+    """The relay next to the lossy hop: the endpoint's cubic runs on the clean long leg."""
+    up(f"--delay 5 --rate {RATE} --loss 1", f"--delay 35 --rate {RATE}")
+    server()
+    path = "C-M 5 ms with 1 % loss, M-S 35 ms clean, cubic everywhere"
+    transfer("near", path, "down", [("direct", "direct"), ("via", "via"),
+                                    ("bbr on M's client leg", "bbr-client")])
+    stop_all()
 
-    down = {"direct": (lambda: get("c", S, BENCH_PORT), None, None),
-            "via": (lambda: get("c", M_C, 9000), *relay())}
-    if cc_opt:
-        bbr_label = "via, `--congestion bbr` on M"
-        down[bbr_label] = (lambda: get("c", M_C, 9000), *relay(cc_opt))
-    else:
-        bbr_label = "via, M's namespace bbr (sysctl)"
-        down[bbr_label] = (lambda: get("c", M_C, 9000), *relay(m_bbr=True))
-    runs = measure(down, "accel-down")
-    d, dtext = fmt_mbps(runs["direct"])
-    row("accel", "2×40 ms, 0.25 % loss per link, cubic; download, direct C←S", dtext)
-    for label in list(down)[1:]:
-        v, vtext = fmt_mbps(runs[label])
-        cond = ("download through tcpfwd in M (cubic)" if label == "via" else
-                f"download through tcpfwd in M, bbr on M's sockets ({'`--congestion bbr`' if cc_opt else 'sysctl in M: baseline, no option yet'})")
-        row("accel", cond, vtext, f"**{v / d:.2f}×** direct")
 
-    upl = {"direct": (lambda: put("c", S, BENCH_PORT), None, None),
-           "via": (lambda: put("c", M_C, 9000), *relay())}
-    if tgt_opt:
-        tlabel = f"upload through tcpfwd in M, `{' '.join(tgt_opt)}` (M's target leg only)"
-        upl["via target bbr"] = (lambda: put("c", M_C, 9000), *relay(tgt_opt))
-    elif cc_opt:
-        tlabel = "upload through tcpfwd in M, `--congestion bbr` (both legs: no one-leg syntax found)"
-        upl["via target bbr"] = (lambda: put("c", M_C, 9000), *relay(cc_opt))
-    else:
-        tlabel = "upload through tcpfwd in M, M's namespace bbr (sysctl: both legs; baseline)"
-        upl["via target bbr"] = (lambda: put("c", M_C, 9000), *relay(m_bbr=True))
-    runs = measure(upl, "accel-up")
-    d, dtext = fmt_mbps(runs["direct"])
-    row("accel", "same path; upload, direct C→S", dtext)
-    v, vtext = fmt_mbps(runs["via"])
-    row("accel", "upload through tcpfwd in M (cubic)", vtext, f"**{v / d:.2f}×** direct")
-    v, vtext = fmt_mbps(runs["via target bbr"])
-    row("accel", tlabel, vtext, f"**{v / d:.2f}×** direct")
+def part_far():
+    """The mirror of near for the target leg: an upload, the lossy hop on M's target side."""
+    up(f"--delay 35 --rate {RATE}", f"--delay 5 --rate {RATE} --loss 1")
+    server()
+    path = "C-M 35 ms clean, M-S 5 ms with 1 % loss, cubic everywhere"
+    transfer("far", path, "up", [("direct", "direct"), ("via", "via"),
+                                 ("bbr on M's target leg", "bbr-target")])
     stop_all()
 
 
@@ -475,7 +505,7 @@ def part_window():
     up(f"--delay 20 --rate {RATE}", f"--delay 20 --rate {RATE}")
     set_bufs("cms", 262144, 262144)
     server()
-    f = fwd("m", f"{M_C}:9000", f"{S}:{BENCH_PORT}", ["-q"])
+    f = fwd("m", VIA, f"{S}:{BENCH_PORT}", ["-q"])
     runs = measure({"direct": (lambda: get("c", S, BENCH_PORT), None, None),
                     "via": (lambda: get("c", M_C, 9000), None, None)}, "window")
     d, dtext = fmt_mbps(runs["direct"])
@@ -634,11 +664,12 @@ def part_relays():
 
 
 def m_memory():
-    """Kernel memory of M's established sockets: (receive, transmit) bytes summed (ss -tm)."""
+    """Kernel memory of M's established sockets, summed (ss -tm): receive queues (skmem r) and
+    send queues (skmem w: queued, sent or not)."""
     out = sh(nsx("m", "ss", "-tmn", "state", "established"), check=False)
     r = sum(int(x) for x in re.findall(r"skmem:\(r(\d+)", out))
-    t = sum(int(x) for x in re.findall(r",t(\d+),", out))
-    return r, t
+    w = sum(int(x) for x in re.findall(r",w(\d+),", out))
+    return r, w
 
 
 def part_buffers():
@@ -648,6 +679,7 @@ def part_buffers():
     configs = {
         "M default": {},
         "M capped at 1 MiB": {"bufs": 1048576},
+        "M capped at 512 KiB": {"bufs": 524288},
         "M capped at 256 KiB": {"bufs": 262144},
         "M tcp_notsent_lowat 128 KiB": {"lowat": 131072},
     }
@@ -662,15 +694,17 @@ def part_buffers():
             set_bufs("m", c["bufs"], c["bufs"])
         if "lowat" in c:
             sysctl("m", net__ipv4__tcp_notsent_lowat=c["lowat"])
-        f = fwd("m", f"{M_C}:9000", f"{S}:{BENCH_PORT}", ["-q"])
+        f = fwd("m", VIA, f"{S}:{BENCH_PORT}", ["-q"])
         runs = []
         for rep in range(REPS):
-            mem = {}
-            t = threading.Timer(secs * 0.75, lambda: mem.update(m=m_memory()))
-            t.start()
+            snaps = []
+            timers = [threading.Timer(secs * x, lambda: snaps.append(m_memory())) for x in (0.4, 0.6, 0.8)]
+            for t in timers:
+                t.start()
             r = get("c", M_C, 9000, secs=secs)
-            t.join()
-            r["m_mem"] = mem.get("m")
+            for t in timers:
+                t.join()
+            r["m_mem"] = [sum(x[0] for x in snaps) / len(snaps), sum(x[1] for x in snaps) / len(snaps)] if snaps else None
             runs.append(r)
             log(f"buffers {label}: {r}")
         stop(f)
@@ -682,6 +716,43 @@ def part_buffers():
         row("buffers", f"80 ms, no loss, endpoints default; through tcpfwd in M, {label}", text,
             f"M holds {rr / 1048576:.2f} MiB receive + {tt / 1048576:.2f} MiB send")
     DETAIL["buffers"] = res
+    stop_all()
+
+
+def link_out(name, key):
+    """(packets, bytes) linkem wrote in one direction of link `name` so far (its stats file)."""
+    time.sleep(1.1)  # rewritten every second
+    for line in open(os.path.join(RUN, f"{name}.stats")):
+        parts = line.split()
+        if parts and parts[0] == key:
+            d = dict(kv.split("=") for kv in parts[1:])
+            return int(d["out"]), int(d["out_bytes"])
+    return 0, 0
+
+
+def part_segsize():
+    up(f"--delay 20 --rate {RATE}", f"--delay 20 --rate {RATE}")
+    server()
+    secs = min(SECS, 15)
+    key = f"{PREFIX}-m:m1->{PREFIX}-c:c0"
+    res = {}
+    for label, opts in (("default", []), ("`--segment-size 1000`", ["--segment-size", "1000"]),
+                        ("`--mss 1000` (for contrast)", ["--mss", "1000"])):
+        f = fwd("m", f"{M_C}:9000", f"{S}:{BENCH_PORT}", ["-q", *opts])
+        runs = []
+        for rep in range(REPS):
+            p0, b0 = link_out("cm", key)
+            r = get("c", M_C, 9000, secs=secs)
+            p1, b1 = link_out("cm", key)
+            r["wire_avg_bytes"] = round((b1 - b0) / max(p1 - p0, 1), 1)
+            runs.append(r)
+            log(f"segsize {label}: {r}")
+        stop(f)
+        res[label] = runs
+        m, text = fmt_mbps(runs)
+        row("segsize", f"80 ms, no loss; download through tcpfwd in M, {label}", text,
+            f"average IP packet M→C {med([r['wire_avg_bytes'] for r in runs]):.0f} B")
+    DETAIL["segsize"] = res
     stop_all()
 
 
@@ -741,6 +812,8 @@ def main():
 
     def on_alarm(*_):
         raise TimeoutError(f"over the {BUDGET_S} s budget")
+    # A hard stop, well above what the parts take (default parts ~11 min, extras ~3 min each).
+    BUDGET_S = 15 * 60 + 4 * 60 * len([p for p in parts if p not in DEFAULT_PARTS])
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(BUDGET_S)
     failed = []
