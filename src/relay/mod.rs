@@ -7,6 +7,7 @@
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
 mod buffer;
+mod cut;
 mod outcome;
 mod send;
 mod timers;
@@ -14,7 +15,7 @@ mod verdict;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use crate::end::End;
 use crate::log::{self, Burst};
@@ -25,6 +26,7 @@ use outcome::Tally;
 use timers::Timers;
 use verdict::{Direction, Verdict};
 
+pub use cut::cut_all;
 pub use outcome::{Done, Outcome, Settings};
 pub use timers::{Armed, Timeouts};
 
@@ -36,6 +38,7 @@ struct Pair {
     timers: Timers,
     verdict: Verdict,
     tally: Tally,
+    registered: OnceLock<cut::Registration>,
 }
 
 /// Relay threads that cannot be started, logged as a burst for the whole process.
@@ -55,8 +58,12 @@ pub fn relay(client: TcpStream, target: TcpStream, settings: Settings, done: Don
         timers,
         verdict,
         tally,
+        registered: OnceLock::new(),
     });
 
+    // Registered while it runs (until the pair is dropped), so the end of a graceful stop
+    // can cut it.
+    let _ = pair.registered.set(cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>));
     let other = Arc::clone(&pair);
     match threads::start(move || other.copy(Direction::Down)) {
         Ok(()) => {
@@ -134,8 +141,20 @@ impl Pair {
     /// thread from its blocking read or write.
     fn abort(&self, end: End) {
         self.verdict.note(end);
+        if self.verdict.end() == End::Shutdown {
+            // Being cut: a FIN now would reach the other side before its RST.
+            return;
+        }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
+    }
+}
+
+impl cut::Cut for Pair {
+    fn cut(&self) {
+        self.verdict.note(End::Shutdown);
+        sys::reset(&self.client);
+        sys::reset(&self.target);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Accept loops: a rule's (limits, back-off, the threads that accept and serve) and the
 //! metrics one's. Neither spins: a failing `accept()` backs off and is logged as a burst
-//! (start, end, at most one line per few seconds between).
+//! (start, end, at most one line per few seconds between). A loop ends only when its
+//! [`Listener`] is stopped (graceful stop, hand-over, a reload that removed the rule).
 //!
 //! A rule's listener is served by *acceptors*: threads that each wait in `accept()` on it and
 //! serve the client they get themselves, as the connection's first thread. The kernel wakes
@@ -12,7 +13,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use crate::log::{self, Burst};
 use crate::relay::Armed;
 use crate::serve::session;
-use crate::serve::state::{RuleState, Slot};
+use crate::serve::state::{Current, Slot};
 use crate::sys::{self, reason};
 use crate::threads;
 
@@ -32,15 +33,94 @@ use crate::threads;
 /// eight descriptors at most per listener beyond the connections.
 pub const MAX_ACCEPTORS: usize = 8;
 
-/// How long an extra acceptor waits in `accept()` before it leaves (its thread ends then: an
-/// idle thread is gone within 3 s, SPEC §3). It is the listener's receive timeout, which
-/// Linux applies to accept(); where it cannot be set, one acceptor waits at a time.
+/// How long an acceptor waits in `accept()` before it looks again: an extra one leaves then
+/// (its thread ends: an idle thread is gone within 3 s, SPEC §3), and every one sees a stop
+/// of a listener shared with another process (a hand-over) within this time. It is the
+/// listener's receive timeout, which Linux applies to accept(); where it cannot be set, one
+/// acceptor waits at a time.
 pub const ACCEPT_WAIT: Duration = Duration::from_secs(2);
 
-/// A rule's listening socket and its acceptors.
+/// Accept loops running now (a stop waits for them to end): each acceptor counts.
+static LOOPS: AtomicUsize = AtomicUsize::new(0);
+
+/// The accept loops still running.
+pub fn loops_running() -> usize {
+    LOOPS.load(Ordering::Acquire)
+}
+
+/// Counts one accept loop as running from before its thread starts until it ends.
+pub struct LoopGuard(());
+
+impl LoopGuard {
+    /// Counts a loop about to start.
+    pub fn new() -> LoopGuard {
+        LOOPS.fetch_add(1, Ordering::AcqRel);
+        LoopGuard(())
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        LOOPS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A listening socket and whether its accept loop should go on.
+pub struct Listener {
+    socket: TcpListener,
+    /// Another process holds the same socket (systemd's socket activation, or the process
+    /// it is being handed to): stopping must not shut it down for that process too.
+    shared: AtomicBool,
+    stopped: AtomicBool,
+}
+
+impl Listener {
+    /// A listener for `socket`; `shared` if another process holds it too.
+    pub fn new(socket: TcpListener, shared: bool) -> Arc<Listener> {
+        Arc::new(Listener {
+            socket,
+            shared: AtomicBool::new(shared),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &TcpListener {
+        &self.socket
+    }
+
+    /// Whether another process holds it too.
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Acquire)
+    }
+
+    /// Another process holds it from now on (it was handed over).
+    pub fn share(&self) {
+        self.shared.store(true, Ordering::Release);
+    }
+
+    /// Stops the accept loop. A socket of this process's own is shut down: new and queued
+    /// clients are refused at once, and every acceptor wakes. A shared one is left listening
+    /// for the other process, untouched (its accept timeout is that process's too): each
+    /// acceptor sees the stop within [`ACCEPT_WAIT`] and leaves.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if !self.is_shared() {
+            let _ = sys::stop_listening(&self.socket);
+        }
+    }
+
+    /// Whether it was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+/// A rule's listener and its acceptors.
 struct Listening {
     acceptor: Acceptor,
-    state: Arc<RuleState>,
+    /// The rule's state now (a reload swaps it).
+    current: Arc<Current>,
     /// Acceptors waiting for a client now, or about to (for a free place, then in accept()).
     waiting: AtomicUsize,
     /// [`MAX_ACCEPTORS`], or 1 where accept() cannot time out (an extra one could not leave).
@@ -49,72 +129,79 @@ struct Listening {
     inherited: Armed,
 }
 
-/// Serves the clients of one rule's listening socket for ever, on the calling thread and
-/// the acceptors it recruits (the caller need not wait for it: it never returns).
-pub fn serve_rule(socket: TcpListener, state: Arc<RuleState>) {
-    let inherited = prepare(&socket, &state);
+/// Serves the clients of one rule's listener until it is stopped, handing each the rule's
+/// state current at the accept: on the calling thread and the acceptors it recruits (none
+/// of which anybody waits for; `running` counts the first).
+pub fn serve_rule(listener: Arc<Listener>, current: Arc<Current>, running: LoopGuard) {
+    let inherited = prepare(listener.socket(), &current);
     let most = if inherited.read.is_some() {
         MAX_ACCEPTORS
     } else {
         1
     };
     let listening = Arc::new(Listening {
-        acceptor: Acceptor::new(socket),
-        state,
+        acceptor: Acceptor::new(listener),
+        current,
         waiting: AtomicUsize::new(1),
         most,
         inherited,
     });
-    accept_and_serve(&listening);
+    accept_and_serve(&listening, running);
 }
 
 /// Sets, once on the listening socket, the timeouts its clients inherit (Linux): the accept
 /// wait as their read timeout, and the relay's check interval as their write timeout (see
-/// `relay::Armed`). Returns what was set; nothing where it cannot be.
-fn prepare(socket: &TcpListener, state: &RuleState) -> Armed {
+/// `relay::Armed`). Returns what was set; nothing where it cannot be. After a reload that
+/// changes the interval the relay sets what differs on each connection, as it would anyway.
+fn prepare(socket: &TcpListener, current: &Current) -> Armed {
     let mut inherited = Armed::NONE;
     if sys::set_accept_timeout(socket, Some(ACCEPT_WAIT)).is_ok() {
         inherited.read = Some(ACCEPT_WAIT);
     }
-    let tick = state.relay_settings().timeouts.tick();
+    let tick = current.get().relay_settings().timeouts.tick();
     if tick.is_some() && sys::set_accepted_write_timeout(socket, tick).is_ok() {
         inherited.write = tick;
     }
     inherited
 }
 
-/// One acceptor's life: take a place, accept, serve the client on this thread, again. While
-/// the rule is at `--max-conns` it does not accept (clients wait in the backlog).
-fn accept_and_serve(listening: &Arc<Listening>) {
-    let state = &listening.state;
-    loop {
-        let slot = Slot::acquire(state);
+/// One acceptor's life: take a place, accept, serve the client on this thread, again, until
+/// the listener is stopped. While the rule is at `--max-conns` it does not accept (clients
+/// wait in the backlog).
+fn accept_and_serve(listening: &Arc<Listening>, running: LoopGuard) {
+    let listener = &listening.acceptor.listener;
+    while !listener.is_stopped() {
+        let state = listening.current.get();
+        let mut slot = Slot::acquire(&state);
         let accepted = listening
             .acceptor
             .next(&state.troubles.accept, &state.label, || {
                 state.counters.accept_errors.add(1)
             });
         let Some((client, peer)) = accepted else {
-            // Nobody came for ACCEPT_WAIT.
+            // Stopped, or nobody came for ACCEPT_WAIT.
             drop(slot);
-            if listening.leave_if_extra() {
+            if listener.is_stopped() || listening.leave_if_extra() {
                 threads::retire();
-                return;
+                break;
             }
             continue;
         };
         if listening.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
             recruit(listening);
         }
+        // A reload while this thread waited in accept() applies to this client already.
+        slot.rebind(&listening.current.get());
         // A panic (a bug) ends this connection only; its slot is given back as it unwinds.
         let _ = panic::catch_unwind(AssertUnwindSafe(|| {
             session::serve(client, peer, slot, listening.inherited)
         }));
         if !listening.wait_again() {
             // Enough acceptors wait: this thread becomes a spare (threads.rs).
-            return;
+            break;
         }
     }
+    drop(running);
 }
 
 impl Listening {
@@ -137,13 +224,13 @@ impl Listening {
     }
 }
 
-/// Starts one more acceptor, counted as waiting from now. If no thread can be started, the
-/// calling one accepts again after serving (clients wait in the backlog meanwhile).
+/// Starts one more acceptor, counted as waiting (and running) from now. If no thread can be
+/// started, the calling one accepts again after serving (clients wait in the backlog).
 fn recruit(listening: &Arc<Listening>) {
-    let state = &listening.state;
+    let state = listening.current.get();
     listening.waiting.fetch_add(1, Ordering::AcqRel);
-    let next = Arc::clone(listening);
-    match threads::start(move || accept_and_serve(&next)) {
+    let (next, running) = (Arc::clone(listening), LoopGuard::new());
+    match threads::start(move || accept_and_serve(&next, running)) {
         Ok(()) => {
             if let Some(ended) = state.troubles.spawn.clear() {
                 log::problem(format_args!(
@@ -163,24 +250,24 @@ fn recruit(listening: &Arc<Listening>) {
     }
 }
 
-/// A listening socket and its back-off, shared by the threads that accept on it.
+/// A listener and its back-off, shared by the threads that accept on it.
 pub struct Acceptor {
-    socket: TcpListener,
+    listener: Arc<Listener>,
     backoff: Backoff,
 }
 
 impl Acceptor {
-    /// An acceptor for `socket`.
-    pub fn new(socket: TcpListener) -> Acceptor {
+    /// An acceptor for `listener`.
+    pub fn new(listener: Arc<Listener>) -> Acceptor {
         Acceptor {
-            socket,
+            listener,
             backoff: Backoff::default(),
         }
     }
 
-    /// The next client, or `None` when the socket's accept timeout ran out first. A failed
-    /// `accept()` is counted (`failed`), logged once per burst in `trouble` naming `label`,
-    /// and retried after a growing pause.
+    /// The next client; `None` once the listener is stopped, or when its accept timeout ran
+    /// out first. A failed `accept()` is counted (`failed`), logged once per burst in
+    /// `trouble` naming `label`, and retried after a growing pause.
     pub fn next(
         &self,
         trouble: &Burst,
@@ -188,7 +275,12 @@ impl Acceptor {
         mut failed: impl FnMut(),
     ) -> Option<(TcpStream, SocketAddr)> {
         loop {
-            match self.socket.accept() {
+            let result = self.listener.socket.accept();
+            if self.listener.is_stopped() {
+                // Accepted before the stop took effect: still a client to serve.
+                return result.ok();
+            }
+            match result {
                 Ok(client) => {
                     if let Some(ended) = trouble.clear() {
                         log::problem(format_args!(
