@@ -133,14 +133,15 @@ struct Listening {
 /// state current at the accept: on the calling thread and the acceptors it recruits (none
 /// of which anybody waits for; `running` counts the first).
 pub fn serve_rule(listener: Arc<Listener>, current: Arc<Current>, running: LoopGuard) {
-    let inherited = prepare(listener.socket(), &current);
-    let most = if inherited.read.is_some() {
+    let acceptor = Acceptor::new(listener);
+    let inherited = prepare(&acceptor, &current);
+    let most = if acceptor.wakes {
         MAX_ACCEPTORS
     } else {
         1
     };
     let listening = Arc::new(Listening {
-        acceptor: Acceptor::new(listener),
+        acceptor,
         current,
         waiting: AtomicUsize::new(1),
         most,
@@ -149,16 +150,17 @@ pub fn serve_rule(listener: Arc<Listener>, current: Arc<Current>, running: LoopG
     accept_and_serve(&listening, running);
 }
 
-/// Sets, once on the listening socket, the timeouts its clients inherit (Linux): the accept
-/// wait as their read timeout, and the relay's check interval as their write timeout (see
-/// `relay::Armed`). Returns what was set; nothing where it cannot be. After a reload that
-/// changes the interval the relay sets what differs on each connection, as it would anyway.
-fn prepare(socket: &TcpListener, current: &Current) -> Armed {
+/// The timeouts the clients of `acceptor`'s socket inherit (Linux): the accept wait as their
+/// read timeout, and the relay's check interval as their write timeout, set here once on the
+/// listening socket (see `relay::Armed`); nothing where they cannot be set. After a reload
+/// that changes the interval the relay sets what differs on each connection.
+fn prepare(acceptor: &Acceptor, current: &Current) -> Armed {
     let mut inherited = Armed::NONE;
-    if sys::set_accept_timeout(socket, Some(ACCEPT_WAIT)).is_ok() {
+    if acceptor.wakes {
         inherited.read = Some(ACCEPT_WAIT);
     }
     let tick = current.get().relay_settings().timeouts.tick();
+    let socket = acceptor.listener.socket();
     if tick.is_some() && sys::set_accepted_write_timeout(socket, tick).is_ok() {
         inherited.write = tick;
     }
@@ -254,15 +256,25 @@ fn recruit(listening: &Arc<Listening>) {
 pub struct Acceptor {
     listener: Arc<Listener>,
     backoff: Backoff,
+    /// accept() gives up after [`ACCEPT_WAIT`] (where the OS allows it).
+    wakes: bool,
 }
 
 impl Acceptor {
-    /// An acceptor for `listener`.
+    /// An acceptor for `listener`, whose accept() is made to give up after [`ACCEPT_WAIT`]
+    /// (Linux), so that a thread waiting in it sees a stop.
     pub fn new(listener: Arc<Listener>) -> Acceptor {
+        let wakes = sys::set_accept_timeout(listener.socket(), Some(ACCEPT_WAIT)).is_ok();
         Acceptor {
             listener,
             backoff: Backoff::default(),
+            wakes,
         }
+    }
+
+    /// Whether its listener was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.listener.is_stopped()
     }
 
     /// The next client; `None` once the listener is stopped, or when its accept timeout ran

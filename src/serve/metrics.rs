@@ -43,8 +43,11 @@ pub fn bind_metrics(addr: &HostPort) -> Result<TcpListener, ListenError> {
 pub fn serve(listener: Arc<Listener>, live: Arc<Live>, running: LoopGuard) {
     let trouble = Burst::default();
     let acceptor = Acceptor::new(listener);
-    while let Some((stream, _)) = acceptor.next(&trouble, "the metrics listener", || {}) {
-        answer(stream, &live);
+    while !acceptor.is_stopped() {
+        // `None`: stopped, or the accept wait ran out (and the loop looks again).
+        if let Some((stream, _)) = acceptor.next(&trouble, "the metrics listener", || {}) {
+            answer(stream, &live);
+        }
     }
     drop(running);
 }
