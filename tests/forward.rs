@@ -460,3 +460,73 @@ fn under_a_low_fd_limit_it_backs_off_and_recovers() {
     });
     assert!(served, "did not serve again after the fd shortage");
 }
+
+#[test]
+fn fin_timeout_reaps_a_silent_client_after_the_target_half_closed() {
+    // The client's socket starts with its listener's read timeout (the 2 s accept wait), not
+    // the fin timeout: the copier that wakes then must still close at the fin timeout (3 s),
+    // neither at the wake nor a whole timeout later.
+    let backend = Backend::start(|mut s| {
+        s.write_all(b"bye").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    let fwd = forward_to(&backend, &["--fin-timeout", "3s"]);
+    let started = std::time::Instant::now();
+    let mut client = connect(fwd.addr());
+    assert_eq!(read_all(&mut client), b"bye");
+    let line = fwd.wait_line("end=");
+    let took = started.elapsed();
+    assert!(line.contains("end=fin-timeout"), "{line}");
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
+        "closed after {took:?}"
+    );
+}
+
+#[test]
+fn without_timeouts_an_idle_connection_outlives_the_accept_wait() {
+    // No --idle-timeout, no --fin-timeout: the read timeout the client socket starts with
+    // (its listener's 2 s accept wait) must not end or disturb a quiet connection.
+    let backend = Backend::echo();
+    let fwd = forward_to(&backend, &["--fin-timeout", "0"]);
+    let mut client = connect(fwd.addr());
+    let mut buf = [0; 2];
+    client.write_all(b"a").unwrap();
+    client.read_exact(&mut buf[..1]).unwrap();
+    std::thread::sleep(Duration::from_millis(2500)); // idle past the accept wait: the point
+    client.write_all(b"bc").unwrap();
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"bc");
+    assert!(fwd.records().is_empty(), "{:?}", fwd.records());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_threads_end_within_three_seconds_of_the_last_connection() {
+    // SPEC §3: after a burst, the extra accept threads and the spares are gone within 3 s.
+    let backend = Backend::echo();
+    let fwd = forward_to(&backend, &[]);
+    let pid = fwd.pid();
+    let threads = threads_of(pid).unwrap();
+    let mut clients: Vec<TcpStream> = (0..40).map(|_| connect(fwd.addr())).collect();
+    for c in &mut clients {
+        c.write_all(b"x").unwrap();
+        let mut buf = [0; 1];
+        c.read_exact(&mut buf).unwrap();
+    }
+    assert!(
+        threads_of(pid).unwrap() >= threads + 80,
+        "two threads per connection"
+    );
+    drop(clients);
+    fwd.wait_lines("end=client-eof", 40);
+    let idle = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || threads_of(pid) == Some(threads)),
+        "{:?} threads 5 s after the last connection (was {threads})",
+        threads_of(pid)
+    );
+    let took = idle.elapsed();
+    assert!(took < Duration::from_secs(3), "idle threads lived {took:?}");
+}

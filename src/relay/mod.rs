@@ -63,7 +63,9 @@ pub fn relay(client: TcpStream, target: TcpStream, settings: Settings, done: Don
 
     // Registered while it runs (until the pair is dropped), so the end of a graceful stop
     // can cut it.
-    let _ = pair.registered.set(cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>));
+    let _ = pair
+        .registered
+        .set(cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>));
     let other = Arc::clone(&pair);
     match threads::start(move || other.copy(Direction::Down)) {
         Ok(()) => {

@@ -135,11 +135,7 @@ struct Listening {
 pub fn serve_rule(listener: Arc<Listener>, current: Arc<Current>, running: LoopGuard) {
     let acceptor = Acceptor::new(listener);
     let inherited = prepare(&acceptor, &current);
-    let most = if acceptor.wakes {
-        MAX_ACCEPTORS
-    } else {
-        1
-    };
+    let most = if acceptor.wakes { MAX_ACCEPTORS } else { 1 };
     let listening = Arc::new(Listening {
         acceptor,
         current,

@@ -273,4 +273,3 @@ pub fn adopt_pipe(fd: i32) -> io::Result<Pipe> {
         Err(io::ErrorKind::Unsupported.into())
     }
 }
-

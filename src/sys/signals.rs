@@ -87,7 +87,6 @@ extern "C" {
     fn __errno_location() -> *mut c_int;
 }
 
-
 /// The write end of the self-pipe, for the handler (-1 until installed).
 static WRITE_END: AtomicI32 = AtomicI32::new(-1);
 
