@@ -518,6 +518,36 @@ fn a_hand_over_to_a_process_that_fails_keeps_the_old_one_serving() {
     assert_eq!(served_by(listen), "a");
 }
 
+#[test]
+fn a_hand_over_starts_the_binary_that_replaced_the_running_one() {
+    if skip_under_emulation("the new process is started as this program, not through qemu") {
+        return;
+    }
+    // An upgrade: the program file is replaced (a new file renamed over it) while it runs.
+    let dir = temp_file("upgrade-dir", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let program = dir.join("tcpfwd");
+    std::fs::copy(env!("CARGO_BIN_EXE_tcpfwd"), &program).unwrap();
+    let a = Backend::named("a");
+    let listen = free_addr();
+    let mut command = Command::new(&program);
+    command.args([listen.to_string(), a.addr.to_string()]);
+    let fwd = Tcpfwd::from_command(command);
+    fwd.wait_line("listening on ");
+    let next = dir.join("tcpfwd.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_tcpfwd"), &next).unwrap();
+    std::fs::rename(&next, &program).unwrap();
+    signal(fwd.pid(), "USR2");
+    let new = new_pid(&fwd.wait_line("hand-over: process "));
+    let _new_process = TakenOver(new);
+    let (code, log) = fwd.wait_exit();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(served_by(listen), "a");
+    let exe = std::fs::read_link(format!("/proc/{new}/exe")).unwrap();
+    assert_eq!(exe, program, "the new process runs the new file");
+}
+
 /// The socket-activation launcher: not a test of its own. Started by
 /// [`socket_activation_uses_inherited_sockets`] as this test program with
 /// `LIFECYCLE_LAUNCH=ADDR,ADDR…␟PROGRAM␟ARG␟…`, it binds the addresses, puts the sockets at
