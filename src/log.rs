@@ -117,6 +117,12 @@ pub fn problem(args: fmt::Arguments) {
     line(args);
 }
 
+/// A step in the process's life after start-up (reloaded, stopping, handed over): always
+/// logged, since `-q` leaves out only clean ends and start-up information.
+pub fn event(args: fmt::Arguments) {
+    line(args);
+}
+
 fn line(args: fmt::Arguments) {
     // One write per line under the lock, so lines from many threads never interleave.
     let mut err = std::io::stderr().lock();

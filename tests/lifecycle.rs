@@ -167,7 +167,9 @@ fn twenty_reloads_under_load_refuse_nothing_and_route_by_the_config_in_force() {
     let listen = free_addr();
     let text = |generation: usize| format!("{listen} {}\n", backends[generation % 4].addr);
     let config = Config::new(&text(0));
-    let fwd = Tcpfwd::start(&["--config", config.path()]);
+    // -q: the 3,000 clean ends are not logged, the reloads still are.
+    let fwd = Tcpfwd::spawn(&["-q", "--config", config.path()]);
+    assert!(wait_until(PATIENCE, || TcpStream::connect(listen).is_ok()));
     let generation = Arc::new(AtomicUsize::new(0));
     let load = Load::start(listen, 3000, Arc::clone(&generation));
     let mut took = Vec::new();
@@ -518,6 +520,20 @@ fn a_hand_over_to_a_process_that_fails_keeps_the_old_one_serving() {
     assert_eq!(served_by(listen), "a");
 }
 
+/// Copies the tcpfwd under test to `path`, and waits until it runs: while another test
+/// thread forks, the copy's write descriptor lives on in that child until it execs, and
+/// running the copy meanwhile fails with ETXTBSY ("text file busy").
+fn copy_program(path: &std::path::Path) {
+    std::fs::copy(env!("CARGO_BIN_EXE_tcpfwd"), path).unwrap();
+    let runs = wait_until(PATIENCE, || {
+        !matches!(
+            Command::new(path).arg("--version").output(),
+            Err(e) if e.kind() == ErrorKind::ExecutableFileBusy
+        )
+    });
+    assert!(runs, "{} never stopped being busy", path.display());
+}
+
 #[test]
 fn a_hand_over_starts_the_binary_that_replaced_the_running_one() {
     if skip_under_emulation("the new process is started as this program, not through qemu") {
@@ -528,7 +544,7 @@ fn a_hand_over_starts_the_binary_that_replaced_the_running_one() {
     std::fs::remove_file(&dir).unwrap();
     std::fs::create_dir(&dir).unwrap();
     let program = dir.join("tcpfwd");
-    std::fs::copy(env!("CARGO_BIN_EXE_tcpfwd"), &program).unwrap();
+    copy_program(&program);
     let a = Backend::named("a");
     let listen = free_addr();
     let mut command = Command::new(&program);
@@ -536,7 +552,7 @@ fn a_hand_over_starts_the_binary_that_replaced_the_running_one() {
     let fwd = Tcpfwd::from_command(command);
     fwd.wait_line("listening on ");
     let next = dir.join("tcpfwd.new");
-    std::fs::copy(env!("CARGO_BIN_EXE_tcpfwd"), &next).unwrap();
+    copy_program(&next);
     std::fs::rename(&next, &program).unwrap();
     signal(fwd.pid(), "USR2");
     let new = new_pid(&fwd.wait_line("hand-over: process "));

@@ -64,7 +64,7 @@ pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, mut life: 
     loop {
         match signals.next(None) {
             Some(Signal::Hup) => match &life.config {
-                None => log::info(format_args!("reload: nothing to reload without --config")),
+                None => log::event(format_args!("reload: nothing to reload without --config")),
                 Some(path) => {
                     if let Some(grace) = reload::reload(&live, &life.args, path) {
                         life.grace = grace;
@@ -74,7 +74,7 @@ pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, mut life: 
             Some(Signal::Stop) => return graceful_stop(&live, &mut signals, life.grace),
             Some(Signal::Usr2) => match handover::hand_over(&live, &life.args) {
                 Ok(pid) => {
-                    log::info(format_args!(
+                    log::event(format_args!(
                         "hand-over: process {pid} serves now; this one stops"
                     ));
                     for entry in live.entries() {
@@ -96,7 +96,7 @@ pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, mut life: 
 /// A second SIGTERM or SIGINT cuts at once.
 fn graceful_stop(live: &Live, signals: &mut Signals, grace: Duration) {
     live.stop_all();
-    log::info(format_args!(
+    log::event(format_args!(
         "stopping: {} connections in flight, waiting up to {}",
         counters::in_flight(),
         ShowDuration(grace)
@@ -111,7 +111,7 @@ fn graceful_stop(live: &Live, signals: &mut Signals, grace: Duration) {
         // Polled: the counts have no waker of their own, and 20 ms is below what a person
         // or a supervisor notices.
         if signals.next(Some(left.min(Duration::from_millis(20)))) == Some(Signal::Stop) {
-            log::info(format_args!("stopping now"));
+            log::event(format_args!("stopping now"));
             break;
         }
     }

@@ -44,7 +44,7 @@ pub fn reload(live: &Arc<Live>, args: &[OsString], path: &Path) -> Option<Durati
     match apply(live, args) {
         Ok(s) => {
             live.reloads.ok.add(1);
-            log::info(format_args!(
+            log::event(format_args!(
                 "reloaded {}: {} rules ({} added, {} removed, {} changed)",
                 path.display(),
                 s.rules,
