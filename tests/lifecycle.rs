@@ -143,10 +143,12 @@ fn new_pid(line: &str) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
-/// Whether a connect to `addr` is refused right now.
+/// Whether a connect to `addr` is refused right now. A blocking connect (on loopback it is
+/// answered at once): qemu before 8.0 does not translate the SO_ERROR that a connect with a
+/// timeout reads, so under it a refusal would not read as one.
 fn refused(addr: SocketAddr) -> bool {
     matches!(
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)),
+        TcpStream::connect(addr),
         Err(e) if e.kind() == ErrorKind::ConnectionRefused
     )
 }
@@ -316,10 +318,9 @@ fn a_bad_file_or_a_taken_port_at_reload_changes_nothing() {
     config.write(&format!("{stats}{listen} {} --foo\n", b.addr));
     signal(fwd.pid(), "HUP");
     let line = fwd.wait_line("reload failed: ");
-    assert!(
-        line.contains(&format!("{}:2: unknown option --foo", config.path())),
-        "{line}"
-    );
+    // The file's name (shortened when long) and the line.
+    assert!(line.starts_with("reload failed: "), "{line}");
+    assert!(line.ends_with(":2: unknown option --foo"), "{line}");
     assert_eq!(served_by(listen), "a");
     assert_eq!(reloads("failed"), Some(1));
 
