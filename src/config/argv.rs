@@ -179,6 +179,105 @@ mod tests {
     }
 
     #[test]
+    fn acceleration_options_read_back_as_the_same_rule() {
+        use crate::sys::Keepalive;
+        let r = rule(
+            ":1 a:1 --keepalive 30/5/3 --user-timeout 20s --source 127.0.0.2 --mss 1360",
+        )
+        .unwrap();
+        let k = r.options.keepalive.unwrap();
+        assert_eq!((k.idle, k.interval, k.count), (secs(30), secs(5), 3));
+        assert_eq!(r.options.user_timeout, Some(secs(20)));
+        assert_eq!(r.options.source, Some("127.0.0.2".parse().unwrap()));
+        let line = r.to_string();
+        assert!(
+            line.contains(" --keepalive 30s/5s/3 ") && line.ends_with(
+                " --mss 1360 --user-timeout 20s --source 127.0.0.2"
+            ),
+            "{line}"
+        );
+        assert_eq!(rule(&line).unwrap(), r);
+        // Only the idle time given: the documented interval and count.
+        let k = rule(":1 a:1 --keepalive 45").unwrap().options.keepalive.unwrap();
+        assert_eq!((k.interval, k.count), (Keepalive::INTERVAL, Keepalive::COUNT));
+        let r = rule(":1 a:1 --keepalive 45/2").unwrap();
+        assert_eq!(r.options.keepalive.unwrap().count, Keepalive::COUNT);
+        assert!(r.to_string().contains(" --keepalive 45s/2s/6 "));
+        assert_eq!(rule(":1 a:1 --keepalive 0").unwrap().options.keepalive, None);
+        assert_eq!(rule(":1 a:1 --user-timeout 0").unwrap().options.user_timeout, None);
+        assert!(rule(":1 a:1 --source [::1]").unwrap().to_string().contains(" --source ::1"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn congestion_per_leg_reads_back() {
+        for (written, client, target, shown) in [
+            ("reno", Some("reno"), Some("reno"), " --congestion reno"),
+            ("target=reno", None, Some("reno"), " --congestion target=reno"),
+            ("client=reno", Some("reno"), None, " --congestion client=reno"),
+            (
+                "client=reno,target=cubic",
+                Some("reno"),
+                Some("cubic"),
+                " --congestion client=reno,target=cubic",
+            ),
+        ] {
+            let r = rule(&format!(":1 a:1 --congestion {written}")).unwrap();
+            assert_eq!(r.options.congestion.client.as_deref(), client, "{written}");
+            assert_eq!(r.options.congestion.target.as_deref(), target, "{written}");
+            assert!(r.to_string().contains(shown), "{written}: {r}");
+            assert_eq!(rule(&r.to_string()).unwrap(), r);
+        }
+        // Given twice: each names the legs it sets.
+        let r = rule(":1 a:1 --congestion target=cubic --congestion client=reno").unwrap();
+        assert_eq!(r.options.congestion.client.as_deref(), Some("reno"));
+        assert_eq!(r.options.congestion.target.as_deref(), Some("cubic"));
+        assert!(r.options.client_leg().congestion.as_deref() == Some("reno"));
+        assert!(r.options.target_leg().congestion.as_deref() == Some("cubic"));
+    }
+
+    #[test]
+    fn acceleration_errors_name_the_option() {
+        for (line, start) in [
+            (":1 a:1 --keepalive 30/0", "--keepalive:"),
+            (":1 a:1 --keepalive 30/5/0", "--keepalive:"),
+            (":1 a:1 --keepalive 30/5/128", "--keepalive:"),
+            (":1 a:1 --keepalive 40000", "--keepalive:"),
+            (":1 a:1 --keepalive 0/5", "--keepalive:"),
+            (":1 a:1 --keepalive 5/1/3/4", "--keepalive:"),
+            (":1 a:1 --user-timeout 30d", "--user-timeout:"),
+            (":1 a:1 --source 0.0.0.0", "--source:"),
+            (":1 a:1 --source example.com", "--source:"),
+            (":1 a:1 --congestion b/r", "--congestion:"),
+            (":1 a:1 --congestion left=bbr", "--congestion:"),
+            (":1 a:1 --congestion client=bbr,client=reno", "--congestion:"),
+        ] {
+            assert!(error(line).starts_with(start), "{line}: {}", error(line));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let e = error(":1 a:1 --congestion nosuchcc");
+            assert!(e.starts_with("--congestion: 'nosuchcc' is not offered"), "{e}");
+            assert!(e.contains("available: ") && e.contains("reno"), "{e}");
+        }
+        #[cfg(not(target_os = "linux"))]
+        for (option, name) in [
+            ("--mss 1400", "--mss"),
+            ("--congestion bbr", "--congestion"),
+            ("--user-timeout 5s", "--user-timeout"),
+            ("--source 127.0.0.2", "--source"),
+            ("--keepalive 5/1/3", "--keepalive INTERVAL/COUNT"),
+        ] {
+            let e = error(&format!(":1 a:1 {option}"));
+            assert_eq!(e, format!("{name} is supported on Linux only"));
+        }
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
     fn help_and_version() {
         assert!(matches!(parse_args(args("--help")), Ok(Command::Help)));
         assert!(matches!(
@@ -197,6 +296,9 @@ mod tests {
             "--buffer-size",
             "--segment-size",
             "--mss",
+            "--congestion",
+            "--user-timeout",
+            "--source",
             "--nagle",
             "--proxy-protocol",
             "--accept-proxy",

@@ -8,6 +8,7 @@ use crate::addr::Acl;
 use crate::config::rule::{Mode, Options, Ports, Process, Rule, Target};
 use crate::config::units::{ShowDuration, ShowSize};
 use crate::log::Verbosity;
+use crate::sys::Keepalive;
 use crate::wire::proxy_header::Version as ProxyVersion;
 
 /// A token as the config reader reads it back: quoted when it holds a space, quote,
@@ -112,7 +113,15 @@ impl fmt::Display for Options {
         )?;
         show_timeout(f, "idle-timeout", self.idle_timeout)?;
         show_timeout(f, "fin-timeout", self.fin_timeout)?;
-        show_timeout(f, "keepalive", self.keepalive)?;
+        match self.keepalive {
+            None => write!(f, " --keepalive 0")?,
+            Some(k) => {
+                write!(f, " --keepalive {}", ShowDuration(k.idle))?;
+                if k.interval != Keepalive::INTERVAL || k.count != Keepalive::COUNT {
+                    write!(f, "/{}/{}", ShowDuration(k.interval), k.count)?;
+                }
+            }
+        }
         write!(f, " --max-conns {}", self.max_conns)?;
         show_acl(f, "", &self.clients)?;
         write!(f, " --buffer-size {}", ShowSize(self.buffer_size))?;
@@ -121,6 +130,19 @@ impl fmt::Display for Options {
         }
         if let Some(mss) = self.mss {
             write!(f, " --mss {mss}")?;
+        }
+        match (&self.congestion.client, &self.congestion.target) {
+            (Some(c), Some(t)) if c == t => write!(f, " --congestion {c}")?,
+            (Some(c), Some(t)) => write!(f, " --congestion client={c},target={t}")?,
+            (Some(c), None) => write!(f, " --congestion client={c}")?,
+            (None, Some(t)) => write!(f, " --congestion target={t}")?,
+            (None, None) => {}
+        }
+        if let Some(timeout) = self.user_timeout {
+            write!(f, " --user-timeout {}", ShowDuration(timeout))?;
+        }
+        if let Some(source) = self.source {
+            write!(f, " --source {source}")?;
         }
         if self.nagle {
             write!(f, " --nagle")?;

@@ -19,13 +19,17 @@ Rule options:                                      default
   --connect-timeout DUR budget to connect to one target            5s
   --idle-timeout DUR    close after DUR with no byte either way    0 (never)
   --fin-timeout DUR     close half-closed pair quiet for DUR       60s
-  --keepalive DUR       TCP keepalive idle time, whole seconds     60s
+  --keepalive I[/N/C]   keepalive: idle, interval, count (seconds) 60s/10s/6
   --max-conns N         connections at once; then stop accepting   1024
   --allow CIDR          accept only these clients (repeatable)     all
   --deny CIDR           refuse these clients (repeatable, wins)    none
   --buffer-size SIZE    copy buffer per direction                  64k
   --segment-size SIZE   at most SIZE bytes per send (+NODELAY)     off
-  --mss SIZE            TCP_MAXSEG on the listener (Linux)         off
+  --mss SIZE            TCP_MAXSEG on both legs (Linux)            off
+  --congestion NAME     TCP congestion control, both legs, or      system's
+                        client=NAME,target=NAME (Linux)
+  --user-timeout DUR    give up on unacknowledged data (Linux)     kernel's
+  --source ADDR         local IP of connections to targets (Linux) OS's choice
   --nagle               leave Nagle's algorithm on                 off
   --proxy-protocol V    send PROXY header v1|v2 to the target      off
   --accept-proxy        expect a PROXY header from each client     off

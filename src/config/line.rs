@@ -2,6 +2,7 @@
 //! line) go through the same lexopt loop into drafts, then [`build_rule`] makes a typed [`Rule`].
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,10 +10,12 @@ use lexopt::prelude::*;
 
 use crate::addr::{Acl, Cidr, HostPort, ListenAddr};
 use crate::config::rule::{
-    Balance, ConnectPolicy, Forward, HealthCheck, Mode, Options, Ports, Process, Rule, Target,
+    Balance, Congestion, ConnectPolicy, Forward, HealthCheck, Mode, Options, Ports, Process, Rule,
+    Target,
 };
 use crate::config::units::{parse_duration, parse_size};
 use crate::log::Verbosity;
+use crate::sys::{self, Keepalive};
 use crate::wire::connect_head::Credential;
 use crate::wire::proxy_header::Version as ProxyVersion;
 
@@ -72,13 +75,17 @@ pub(crate) struct RuleDraft {
     connect_timeout: Option<Duration>,
     idle_timeout: Option<Option<Duration>>,
     fin_timeout: Option<Option<Duration>>,
-    keepalive: Option<Option<Duration>>,
+    keepalive: Option<Option<Keepalive>>,
     max_conns: Option<usize>,
     allow: Option<Vec<Cidr>>,
     deny: Option<Vec<Cidr>>,
     buffer_size: Option<usize>,
     segment_size: Option<usize>,
     mss: Option<u32>,
+    congestion_client: Option<String>,
+    congestion_target: Option<String>,
+    user_timeout: Option<Option<Duration>>,
+    source: Option<IpAddr>,
     nagle: Option<bool>,
     proxy_protocol: Option<ProxyVersion>,
     accept_proxy: Option<bool>,
@@ -143,6 +150,15 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
                 d.segment_size = Some(value(&mut p, "segment-size", parse_segment)?)
             }
             Long("mss") => d.mss = Some(value(&mut p, "mss", parse_mss)?),
+            Long("congestion") => {
+                let (client, target) = value(&mut p, "congestion", parse_congestion)?;
+                d.congestion_client = client.or(d.congestion_client.take());
+                d.congestion_target = target.or(d.congestion_target.take());
+            }
+            Long("user-timeout") => {
+                d.user_timeout = Some(value(&mut p, "user-timeout", parse_user_timeout)?)
+            }
+            Long("source") => d.source = Some(value(&mut p, "source", parse_source)?),
             Long("nagle") => d.nagle = Some(true),
             Long("proxy-protocol") => {
                 d.proxy_protocol = Some(value(&mut p, "proxy-protocol", parse_proxy_version)?)
@@ -210,10 +226,99 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
     parse_timeout(text)?.ok_or_else(|| "must be more than 0".to_string())
 }
 
-fn parse_keepalive(text: &str) -> Result<Option<Duration>, String> {
+/// `IDLE[/INTERVAL[/COUNT]]`, whole seconds within Linux's ranges; `0` = off.
+fn parse_keepalive(text: &str) -> Result<Option<Keepalive>, String> {
+    let mut parts = text.split('/');
+    let seconds = |part: Option<&str>, default: Duration| -> Result<Option<Duration>, String> {
+        let Some(part) = part else {
+            return Ok(Some(default));
+        };
+        match parse_timeout(part)? {
+            Some(d) if d.subsec_nanos() != 0 => Err(format!("'{part}': whole seconds only")),
+            Some(d) if d.as_secs() > Keepalive::MAX_SECS => Err(format!(
+                "'{part}': at most {}s (Linux's limit)",
+                Keepalive::MAX_SECS
+            )),
+            other => Ok(other),
+        }
+    };
+    let Some(idle) = seconds(parts.next(), Duration::ZERO)? else {
+        return match parts.next() {
+            None => Ok(None),
+            Some(_) => Err(format!("'{text}': 0 (off) takes no INTERVAL/COUNT")),
+        };
+    };
+    let interval = seconds(parts.next(), Keepalive::INTERVAL)?
+        .ok_or_else(|| format!("'{text}': the INTERVAL must be at least 1s"))?;
+    let count = match parts.next() {
+        None => Keepalive::COUNT,
+        Some(n) => parse_count::<u32>(n)
+            .ok()
+            .filter(|&n| n <= Keepalive::MAX_COUNT)
+            .ok_or_else(|| format!("'{text}': COUNT must be 1 to {}", Keepalive::MAX_COUNT))?,
+    };
+    if parts.next().is_some() {
+        return Err(format!("'{text}': expected IDLE[/INTERVAL[/COUNT]]"));
+    }
+    Ok(Some(Keepalive {
+        idle,
+        interval,
+        count,
+    }))
+}
+
+/// `NAME` for both legs, or `client=NAME`, `target=NAME`, `client=NAME,target=NAME`.
+fn parse_congestion(text: &str) -> Result<(Option<String>, Option<String>), String> {
+    let name = |n: &str| {
+        let valid = !n.is_empty()
+            && n.len() < 16
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(n.to_string())
+        } else {
+            Err(format!("'{n}' is not a congestion control name (e.g. cubic, bbr)"))
+        }
+    };
+    if !text.contains('=') {
+        let both = name(text)?;
+        return Ok((Some(both.clone()), Some(both)));
+    }
+    let (mut client, mut target) = (None, None);
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("client", n)) if client.is_none() => client = Some(name(n)?),
+            Some(("target", n)) if target.is_none() => target = Some(name(n)?),
+            _ => {
+                return Err(format!(
+                    "'{text}': expected NAME, client=NAME, target=NAME or client=NAME,target=NAME"
+                ))
+            }
+        }
+    }
+    Ok((client, target))
+}
+
+/// TCP_USER_TIMEOUT takes milliseconds in a C int; `0` = the kernel's.
+fn parse_user_timeout(text: &str) -> Result<Option<Duration>, String> {
     match parse_timeout(text)? {
-        Some(d) if d.subsec_nanos() != 0 => Err(format!("'{text}': whole seconds only")),
+        Some(d) if d.as_millis() > i32::MAX as u128 => Err(format!("'{text}' is too long")),
+        Some(d) if d < Duration::from_millis(1) => Err(format!("'{text}': at least 1ms")),
         other => Ok(other),
+    }
+}
+
+/// A local IP address: `192.0.2.7`, `2001:db8::7` or `[2001:db8::7]`.
+fn parse_source(text: &str) -> Result<IpAddr, String> {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    match bare.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => Err(format!(
+            "'{text}' is the unspecified address (leave --source out for the OS's choice)"
+        )),
+        Ok(ip) => Ok(ip),
+        Err(_) => Err(format!("'{text}' is not an IP address (a local one, e.g. 192.0.2.7)")),
     }
 }
 
@@ -316,10 +421,6 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
         .clone()
         .ok_or("missing LISTEN address (see tcpfwd --help)")?;
     check_mode_options(line)?;
-    #[cfg(not(target_os = "linux"))]
-    if pick(&line.mss, &defaults.mss).is_some() {
-        return Err("--mss is supported on Linux only".into());
-    }
     let base = Options::default();
     let options = Options {
         connect_timeout: pick(&line.connect_timeout, &defaults.connect_timeout)
@@ -335,10 +436,17 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
         buffer_size: pick(&line.buffer_size, &defaults.buffer_size).unwrap_or(base.buffer_size),
         segment_size: pick(&line.segment_size, &defaults.segment_size),
         mss: pick(&line.mss, &defaults.mss),
+        congestion: Congestion {
+            client: pick(&line.congestion_client, &defaults.congestion_client),
+            target: pick(&line.congestion_target, &defaults.congestion_target),
+        },
+        user_timeout: pick(&line.user_timeout, &defaults.user_timeout).unwrap_or(None),
+        source: pick(&line.source, &defaults.source),
         nagle: pick(&line.nagle, &defaults.nagle).unwrap_or(base.nagle),
         proxy_protocol: pick(&line.proxy_protocol, &defaults.proxy_protocol),
         accept_proxy: pick(&line.accept_proxy, &defaults.accept_proxy).unwrap_or(false),
     };
+    check_system_options(&options)?;
     let mode = if line.connect {
         Mode::Connect(ConnectPolicy {
             ports: pick(&line.connect_ports, &defaults.connect_ports).unwrap_or_default(),
@@ -366,6 +474,39 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
         mode,
         options,
     })
+}
+
+/// The options only some systems have: elsewhere than Linux each is an error naming it; on
+/// Linux a congestion control is tried on a socket, so a name the kernel does not offer or
+/// allow stops tcpfwd at start-up rather than failing every connection.
+fn check_system_options(o: &Options) -> Result<(), String> {
+    let custom_keepalive = o
+        .keepalive
+        .is_some_and(|k| k.interval != Keepalive::INTERVAL || k.count != Keepalive::COUNT);
+    let linux_only = [
+        ("--mss", o.mss.is_some()),
+        (
+            "--congestion",
+            o.congestion.client.is_some() || o.congestion.target.is_some(),
+        ),
+        ("--user-timeout", o.user_timeout.is_some()),
+        ("--source", o.source.is_some()),
+        ("--keepalive INTERVAL/COUNT", custom_keepalive),
+    ];
+    if !cfg!(target_os = "linux") {
+        if let Some((name, _)) = linux_only.iter().find(|(_, given)| *given) {
+            return Err(format!("{name} is supported on Linux only"));
+        }
+    }
+    let names = [&o.congestion.client, &o.congestion.target];
+    for (i, name) in names.iter().enumerate() {
+        let Some(name) = name else { continue };
+        if names[..i].contains(&&Some(name.clone())) {
+            continue;
+        }
+        sys::check_congestion(name).map_err(|e| format!("--congestion: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Options of one mode written on a line of the other are a mistake worth naming.

@@ -1,9 +1,11 @@
 //! The typed form of a rule: what the command line or a config line means, parsed once.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::addr::{Acl, HostPort, ListenAddr};
 use crate::log::Verbosity;
+use crate::sys::{Keepalive, TcpOptions};
 use crate::wire::connect_head::Credential;
 use crate::wire::proxy_header::Version as ProxyVersion;
 
@@ -153,8 +155,8 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Once one direction ended, close when the other is quiet this long; `None` = never.
     pub fin_timeout: Option<Duration>,
-    /// TCP keepalive idle time; `None` = off.
-    pub keepalive: Option<Duration>,
+    /// TCP keepalive on both legs; `None` = off.
+    pub keepalive: Option<Keepalive>,
     /// Client connections at once on this rule.
     pub max_conns: usize,
     /// Client address filter.
@@ -163,8 +165,14 @@ pub struct Options {
     pub buffer_size: usize,
     /// At most this many bytes per send (with TCP_NODELAY).
     pub segment_size: Option<usize>,
-    /// TCP_MAXSEG on the listening socket.
+    /// TCP_MAXSEG on the listening socket and on each target socket before it connects.
     pub mss: Option<u32>,
+    /// TCP_CONGESTION per leg.
+    pub congestion: Congestion,
+    /// TCP_USER_TIMEOUT on both legs; `None` = the kernel's.
+    pub user_timeout: Option<Duration>,
+    /// The local address connections to targets leave from; `None` = the OS's choice.
+    pub source: Option<IpAddr>,
     /// Leave Nagle's algorithm on.
     pub nagle: bool,
     /// Send a PROXY protocol header to the target.
@@ -179,15 +187,65 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: None,
             fin_timeout: Some(Duration::from_secs(60)),
-            keepalive: Some(Duration::from_secs(60)),
+            keepalive: Some(Keepalive {
+                idle: Duration::from_secs(60),
+                interval: Keepalive::INTERVAL,
+                count: Keepalive::COUNT,
+            }),
             max_conns: 1024,
             clients: Acl::default(),
             buffer_size: DEFAULT_BUFFER_SIZE,
             segment_size: None,
             mss: None,
+            congestion: Congestion::default(),
+            user_timeout: None,
+            source: None,
             nagle: false,
             proxy_protocol: None,
             accept_proxy: false,
+        }
+    }
+}
+
+/// `--congestion`: the congestion control of each leg by name; `None` = the system's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Congestion {
+    /// On the client's socket (set on the listener, inherited at accept).
+    pub client: Option<String>,
+    /// On each target socket, before it connects.
+    pub target: Option<String>,
+}
+
+impl Options {
+    /// The TCP options of the client leg (set on the listening socket).
+    pub fn client_leg(&self) -> TcpOptions {
+        TcpOptions {
+            congestion: self.congestion.client.clone(),
+            ..self.both_legs()
+        }
+    }
+
+    /// The TCP options of the target leg (set on each target socket before it connects).
+    pub fn target_leg(&self) -> TcpOptions {
+        TcpOptions {
+            congestion: self.congestion.target.clone(),
+            ..self.both_legs()
+        }
+    }
+
+    /// TCP_NODELAY on both legs: unless `--nagle`, and always with `--segment-size` (which
+    /// promises each piece leaves at once).
+    pub fn nodelay(&self) -> bool {
+        !self.nagle || self.segment_size.is_some()
+    }
+
+    fn both_legs(&self) -> TcpOptions {
+        TcpOptions {
+            nodelay: self.nodelay(),
+            keepalive: self.keepalive,
+            mss: self.mss,
+            congestion: None,
+            user_timeout: self.user_timeout,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::config::rule::{Balance, Forward, HealthCheck, Target};
 use crate::end::End;
 use crate::log::{self, Burst};
 use balance::{Candidate, Smooth};
-use dial::{dial, DialError};
+use dial::{dial, DialError, Dialer};
 use health::{Change, Health};
 
 /// One target and its live state.
@@ -89,6 +89,8 @@ pub struct Pool {
     balance: Balance,
     health: HealthCheck,
     connect_timeout: Duration,
+    /// How sockets to targets are made.
+    dialer: Dialer,
     /// Round-robin state (a short lock, only while choosing).
     smooth: Mutex<Smooth>,
     /// Rotates the start among equally loaded targets (least-conn).
@@ -138,11 +140,17 @@ impl Pool {
             balance: forward.balance,
             health: forward.health,
             connect_timeout,
+            dialer: Dialer::default(),
             smooth: Mutex::new(Smooth::new(forward.targets.len())),
             tick: AtomicUsize::new(0),
             all_down: Burst::default(),
             shortage: Burst::default(),
         }
+    }
+
+    /// The same pool, its sockets to targets made by `dialer` (TCP options, `--source`).
+    pub fn dialing(self, dialer: Dialer) -> Pool {
+        Pool { dialer, ..self }
     }
 
     /// The active health-check interval, if any.
@@ -202,7 +210,7 @@ impl Pool {
         member: &Member,
         client: IpAddr,
     ) -> Result<(TcpStream, SocketAddr), DialError> {
-        let result = dial(&member.target.addr, self.connect_timeout);
+        let result = dial(&member.target.addr, self.connect_timeout, &self.dialer);
         match &result {
             Ok(_) => {
                 self.shortage.clear();
@@ -282,8 +290,9 @@ impl Pool {
     /// at once, within the connect timeout but never longer than `interval`.
     pub fn probe_all(&self, interval: Duration) {
         let budget = self.connect_timeout.min(interval);
+        let dialer = self.dialer.for_probes();
         for member in &self.members {
-            match dial(&member.target.addr, budget) {
+            match dial(&member.target.addr, budget, &dialer) {
                 Ok(_) => member.succeeded(),
                 Err(e) if e.is_local() => self.report_shortage(member, &e),
                 Err(e) => member.report_failure(member.health.probe_failed(), &e),

@@ -93,11 +93,9 @@ pub fn send_proxy_header(
     })
 }
 
-/// Socket options on both sides: no added delay (unless `--nagle`), keepalive.
+/// Socket options on an accepted client that it did not inherit from the listener: none on
+/// Linux (see `sys::set_listener_options`), TCP_NODELAY elsewhere. The target's socket got
+/// its own before it connected (`pool::dial`).
 pub fn configure(stream: &TcpStream, state: &RuleState) {
-    let options = &state.rule.options;
-    let _ = stream.set_nodelay(!options.nagle || options.segment_size.is_some());
-    if let Err(e) = sys::set_keepalive(stream, options.keepalive) {
-        log::detail(format_args!("cannot set keepalive: {}", reason(&e)));
-    }
+    sys::configure_accepted(stream, state.rule.options.nodelay());
 }

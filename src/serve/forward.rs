@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::end::End;
 use crate::pool::Connected;
 use crate::relay::{self, Outcome};
-use crate::serve::client::{configure, send_proxy_header, Origin};
+use crate::serve::client::{send_proxy_header, Origin};
 use crate::serve::state::RuleState;
 
 /// Connects the client to a target and relays until both directions end; logs the line.
@@ -27,7 +27,6 @@ pub fn serve(client: TcpStream, origin: &Origin, state: &RuleState, accepted: In
         Ok(connected) => connected,
         Err(end) => return refused(None, end),
     };
-    configure(&stream, state);
     if let Err(end) = send_proxy_header(&stream, origin, state) {
         return refused(Some(addr), end);
     }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 
 use crate::addr::{self, Host, ListenAddr};
-use crate::sys::{self, reason};
+use crate::sys::{self, reason, TcpOptions};
 
 /// A listener could not be opened: exit status 1.
 #[derive(Debug)]
@@ -23,8 +23,12 @@ impl fmt::Display for ListenError {
 }
 
 /// Opens the sockets of a listen address: one, or for `:PORT` on a system without dual-stack
-/// sockets, one per family.
-pub fn bind_listen(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<TcpListener>, ListenError> {
+/// sockets, one per family; each with the client leg's TCP options, which the sockets it
+/// accepts inherit (Linux, see [`sys::set_listener_options`]).
+pub fn bind_listen(
+    listen: &ListenAddr,
+    options: &TcpOptions,
+) -> Result<Vec<TcpListener>, ListenError> {
     let sockets = match listen {
         ListenAddr::AnyHost(port) => open_any(*port)?,
         ListenAddr::Host(hp) => {
@@ -35,10 +39,11 @@ pub fn bind_listen(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<TcpListe
             vec![bind(addr)?]
         }
     };
-    if let Some(mss) = mss {
-        for socket in &sockets {
-            sys::set_mss(socket, mss).map_err(|e| failed(&listen.to_string(), &e))?;
-        }
+    for socket in &sockets {
+        sys::set_listener_options(socket, options, true).map_err(|reason| ListenError {
+            addr: listen.to_string(),
+            reason,
+        })?;
     }
     Ok(sockets)
 }

@@ -17,6 +17,7 @@ use crate::pool::Member;
 use crate::serve::accept::Acceptor;
 use crate::serve::listen::{bind_listen, ListenError};
 use crate::serve::state::RuleState;
+use crate::sys::TcpOptions;
 use crate::wire::answer;
 
 /// A request head must be complete this long after the accept.
@@ -29,7 +30,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Opens the metrics listener (a name binds the first address it resolves to).
 pub fn bind_metrics(addr: &HostPort) -> Result<TcpListener, ListenError> {
-    let mut sockets = bind_listen(&ListenAddr::Host(addr.clone()), None)?;
+    let mut sockets = bind_listen(&ListenAddr::Host(addr.clone()), &TcpOptions::default())?;
     sockets.pop().ok_or_else(|| ListenError {
         addr: addr.to_string(),
         reason: "no socket".into(),

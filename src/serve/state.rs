@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::config::rule::{Mode, Rule};
 use crate::counters::RuleCounters;
 use crate::log::{self, Burst, Record};
+use crate::pool::dial::Dialer;
 use crate::pool::Pool;
 use crate::relay::{Outcome, Settings, Timeouts};
 
@@ -19,6 +20,8 @@ pub struct RuleState {
     pub label: String,
     /// The targets, in forwarding mode.
     pub pool: Option<Arc<Pool>>,
+    /// How sockets to targets (CONNECT destinations) are made.
+    pub dialer: Dialer,
     /// Every address this process listens on (CONNECT refuses to tunnel to them).
     pub own_addrs: Arc<Vec<SocketAddr>>,
     /// Open connections against `--max-conns`.
@@ -44,13 +47,17 @@ impl RuleState {
     /// The shared state of a rule whose listeners are open.
     pub fn new(rule: Rule, own_addrs: Arc<Vec<SocketAddr>>) -> RuleState {
         let pool = match &rule.mode {
-            Mode::Forward(fw) => Some(Arc::new(Pool::new(fw, rule.options.connect_timeout))),
+            Mode::Forward(fw) => Some(Arc::new(
+                Pool::new(fw, rule.options.connect_timeout).dialing(Dialer::new(&rule.options)),
+            )),
             Mode::Connect(_) => None,
         };
+        let dialer = Dialer::new(&rule.options);
         RuleState {
             label: rule.listen.to_string(),
             rule,
             pool,
+            dialer,
             own_addrs,
             slots: Slots::default(),
             counters: RuleCounters::default(),

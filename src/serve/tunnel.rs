@@ -28,7 +28,7 @@ use crate::end::End;
 use crate::log;
 use crate::pool::dial::{self, DialError};
 use crate::relay::{self, Outcome};
-use crate::serve::client::{configure, send_proxy_header, Origin};
+use crate::serve::client::{send_proxy_header, Origin};
 use crate::serve::state::RuleState;
 use crate::wire::connect_head::{self, Request, Status, ESTABLISHED, HEAD_DEADLINE};
 
@@ -73,7 +73,7 @@ impl Refusal {
             DialError::TimedOut => Status::GatewayTimeout,
             DialError::Unresolved(_) | DialError::Refused(_) => Status::BadGateway,
             // tcpfwd itself ran short (no file descriptor or memory).
-            DialError::Local(_) => Status::ServiceUnavailable,
+            DialError::Local(_) | DialError::Socket { .. } => Status::ServiceUnavailable,
         };
         Refusal {
             status,
@@ -162,7 +162,8 @@ fn open_tunnel(
         return Err(Refusal::new(Status::Forbidden, why));
     }
     let (target, addr) =
-        dial::dial_addrs(&permitted, deadline).map_err(|e| Refusal::dial(&e, &destination))?;
+        dial::dial_addrs(&permitted, deadline, &state.dialer)
+            .map_err(|e| Refusal::dial(&e, &destination))?;
     Ok(Tunnel {
         target,
         addr,
@@ -193,7 +194,6 @@ fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState, origin: &Orig
         addr: _,
         early,
     } = tunnel;
-    configure(&target, state);
     let failed = Outcome::nothing_relayed;
     if let Err(end) = send_proxy_header(&target, origin, state) {
         return failed(end);
