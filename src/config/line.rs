@@ -272,11 +272,14 @@ fn parse_congestion(text: &str) -> Result<(Option<String>, Option<String>), Stri
     let name = |n: &str| {
         let valid = !n.is_empty()
             && n.len() < 16
-            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if valid {
             Ok(n.to_string())
         } else {
-            Err(format!("'{n}' is not a congestion control name (e.g. cubic, bbr)"))
+            Err(format!(
+                "'{n}' is not a congestion control name (e.g. cubic, bbr)"
+            ))
         }
     };
     if !text.contains('=') {
@@ -318,7 +321,9 @@ fn parse_source(text: &str) -> Result<IpAddr, String> {
             "'{text}' is the unspecified address (leave --source out for the OS's choice)"
         )),
         Ok(ip) => Ok(ip),
-        Err(_) => Err(format!("'{text}' is not an IP address (a local one, e.g. 192.0.2.7)")),
+        Err(_) => Err(format!(
+            "'{text}' is not an IP address (a local one, e.g. 192.0.2.7)"
+        )),
     }
 }
 

@@ -52,9 +52,8 @@ pub fn run(mut setup: Setup) -> Result<(), ServeError> {
     limits::check(&mut setup.rules);
     let mut opened: Vec<(Rule, Vec<TcpListener>)> = Vec::new();
     for rule in setup.rules {
-        let sockets =
-            listen::bind_listen(&rule.listen, &rule.options.client_leg())
-                .map_err(ServeError::Listen)?;
+        let sockets = listen::bind_listen(&rule.listen, &rule.options.client_leg())
+            .map_err(ServeError::Listen)?;
         let bound: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
         if let Some(warning) = tunnel::open_proxy_warning(&rule, &bound) {
             log::problem(format_args!("{warning}"));

@@ -161,9 +161,8 @@ fn open_tunnel(
         let why = format!("{destination}: destination refused (--connect-deny/-allow or loop)");
         return Err(Refusal::new(Status::Forbidden, why));
     }
-    let (target, addr) =
-        dial::dial_addrs(&permitted, deadline, &state.dialer)
-            .map_err(|e| Refusal::dial(&e, &destination))?;
+    let (target, addr) = dial::dial_addrs(&permitted, deadline, &state.dialer)
+        .map_err(|e| Refusal::dial(&e, &destination))?;
     Ok(Tunnel {
         target,
         addr,

@@ -110,7 +110,10 @@ pub fn connect(
     {
         let _ = (source, keep_send_timeout);
         let stream = TcpStream::connect_timeout(&addr, budget).map_err(|e| {
-            if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) {
                 ConnectError::TimedOut
             } else {
                 ConnectError::Failed(e)
@@ -186,7 +189,8 @@ fn apply(
         move |e| (what, e)
     };
     if o.nodelay || !fresh {
-        set_int(sock, IPPROTO_TCP, TCP_NODELAY, c_int::from(o.nodelay)).map_err(named("set TCP_NODELAY"))?;
+        set_int(sock, IPPROTO_TCP, TCP_NODELAY, c_int::from(o.nodelay))
+            .map_err(named("set TCP_NODELAY"))?;
     }
     if o.keepalive.is_some() || !fresh {
         set_keepalive(sock, o.keepalive).map_err(named("set keepalive"))?;
@@ -199,8 +203,13 @@ fn apply(
             .map_err(named("set TCP_MAXSEG (--mss)"))?;
     }
     if o.user_timeout.is_some() || !fresh {
-        set_int(sock, IPPROTO_TCP, TCP_USER_TIMEOUT, user_timeout_ms(o.user_timeout))
-            .map_err(named("set TCP_USER_TIMEOUT (--user-timeout)"))?;
+        set_int(
+            sock,
+            IPPROTO_TCP,
+            TCP_USER_TIMEOUT,
+            user_timeout_ms(o.user_timeout),
+        )
+        .map_err(named("set TCP_USER_TIMEOUT (--user-timeout)"))?;
     }
     let congestion = match &o.congestion {
         Some(name) => Some(name.clone()),
@@ -253,7 +262,8 @@ pub fn set_listener_options(
 ) -> Result<(), String> {
     #[cfg(target_os = "linux")]
     {
-        apply(listener, options, fresh).map_err(|(what, e)| format!("cannot {what}: {}", reason(&e)))
+        apply(listener, options, fresh)
+            .map_err(|(what, e)| format!("cannot {what}: {}", reason(&e)))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -284,7 +294,12 @@ pub fn check_congestion(name: &str) -> Result<(), String> {
                 .map(|s| s.split_whitespace().collect::<Vec<_>>().join(", "))
                 .unwrap_or_else(|_| "unknown".into())
         };
-        match linux::set_bytes(&probe, linux::IPPROTO_TCP, linux::TCP_CONGESTION, name.as_bytes()) {
+        match linux::set_bytes(
+            &probe,
+            linux::IPPROTO_TCP,
+            linux::TCP_CONGESTION,
+            name.as_bytes(),
+        ) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!(
                 "'{name}' is not offered by this kernel (available: {})",

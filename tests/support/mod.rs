@@ -2,7 +2,8 @@
 //!
 //! One file per job, each using only those listed above it:
 //!
-//! - `sys`: the tests' own FFI (Linux): connect from a chosen address, MSS, open-file limit.
+//! - `sys`: the tests' own FFI (Linux): connect from a chosen address, TCP options read back
+//!   (also on tcpfwd's own sockets), open-file limit.
 //! - `wait`: how long a test may wait ([`PATIENCE`]), polling, the tests' own threads.
 //! - `emulation`: running under qemu-user, and skipping what it cannot emulate.
 //! - `net`: plain TCP from the test's side, and addresses free, closed or never answering.
@@ -48,6 +49,6 @@ pub use procfs::{
     GuestMemory,
 };
 #[allow(unused_imports)]
-pub use sys::{mss, raise_fd_limit};
+pub use sys::{mss, raise_fd_limit, socket_of, tcp_info, TcpInfo};
 #[allow(unused_imports)]
 pub use wait::{spawn, wait_until, PATIENCE};

@@ -1,14 +1,16 @@
 //! The tests' own FFI, the only `unsafe` of the tests: what std lacks and the tests need —
-//! a connection from a chosen local address, a connection's MSS, and the open-file limit
-//! raised to the hard one. Linux only; elsewhere each returns an "unsupported" error.
+//! a connection from a chosen local address, a connection's MSS and other TCP options read
+//! back (congestion control, user timeout, keepalive), a copy of another process's socket
+//! (pidfd_getfd) to read them on tcpfwd's own sockets, and the open-file limit raised to the
+//! hard one. Linux only; elsewhere each returns an "unsupported" error.
 //!
 //! The library has calls like these in its own `sys` module, but they are not its job to
 //! export: the tests keep theirs here.
 
 #[cfg(not(target_os = "linux"))]
-pub use elsewhere::{connect_from, mss, raise_fd_limit};
+pub use elsewhere::{connect_from, mss, raise_fd_limit, socket_of, tcp_info, TcpInfo};
 #[cfg(target_os = "linux")]
-pub use linux::{connect_from, mss, raise_fd_limit};
+pub use linux::{connect_from, mss, raise_fd_limit, socket_of, tcp_info, TcpInfo};
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -30,7 +32,27 @@ mod linux {
     const AF_INET: u16 = 2;
     const AF_INET6: u16 = 10;
     const IPPROTO_TCP: c_int = 6;
+    const TCP_NODELAY: c_int = 1;
     const TCP_MAXSEG: c_int = 2;
+    const TCP_KEEPIDLE: c_int = 4;
+    const TCP_KEEPINTVL: c_int = 5;
+    const TCP_KEEPCNT: c_int = 6;
+    const TCP_CONGESTION: c_int = 13;
+    const TCP_USER_TIMEOUT: c_int = 18;
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    const SOL_SOCKET: c_int = 0xffff;
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    const SO_KEEPALIVE: c_int = 8;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    const SOL_SOCKET: c_int = 1;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    const SO_KEEPALIVE: c_int = 9;
+    // pidfd_open and pidfd_getfd: one number on every architecture since Linux 5.3/5.6,
+    // except MIPS (offset by its ABI's base); tests that need them skip on MIPS.
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    const SYS_PIDFD_OPEN: std::ffi::c_long = 434;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    const SYS_PIDFD_GETFD: std::ffi::c_long = 438;
 
     // glibc's plain getrlimit uses `unsigned long`; musl's rlim_t is always 64 bits.
     #[cfg(target_env = "musl")]
@@ -56,6 +78,8 @@ mod linux {
             len: *mut u32,
         ) -> c_int;
         fn getrlimit(resource: c_int, limit: *mut Rlimit) -> c_int;
+        #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+        fn syscall(number: std::ffi::c_long, ...) -> std::ffi::c_long;
         fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
     }
 
@@ -110,19 +134,122 @@ mod linux {
 
     /// A connected socket's TCP_MAXSEG: the segment size it sends with.
     pub fn mss(stream: &TcpStream) -> io::Result<u32> {
+        let value = get_int(stream, IPPROTO_TCP, TCP_MAXSEG)?;
+        u32::try_from(value).map_err(|_| io::ErrorKind::InvalidData.into())
+    }
+
+    fn get_int(stream: &TcpStream, level: c_int, name: c_int) -> io::Result<c_int> {
         let mut value: c_int = 0;
         let mut len = std::mem::size_of::<c_int>() as u32;
         // SAFETY: the fd is open (borrowed); the pointers describe a live c_int and its length.
         check(unsafe {
             getsockopt(
                 stream.as_raw_fd(),
-                IPPROTO_TCP,
-                TCP_MAXSEG,
+                level,
+                name,
                 (&mut value as *mut c_int).cast(),
                 &mut len,
             )
         })?;
-        u32::try_from(value).map_err(|_| io::ErrorKind::InvalidData.into())
+        Ok(value)
+    }
+
+    /// The TCP options of one socket, read back with getsockopt.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct TcpInfo {
+        /// TCP_CONGESTION.
+        pub congestion: String,
+        /// TCP_USER_TIMEOUT, milliseconds (0: the kernel's).
+        pub user_timeout_ms: i32,
+        /// SO_KEEPALIVE.
+        pub keepalive: bool,
+        /// TCP_KEEPIDLE, TCP_KEEPINTVL (seconds), TCP_KEEPCNT.
+        pub keep_idle: i32,
+        pub keep_interval: i32,
+        pub keep_count: i32,
+        /// TCP_NODELAY.
+        pub nodelay: bool,
+        /// TCP_MAXSEG.
+        pub mss: i32,
+    }
+
+    /// Reads the TCP options of `stream`.
+    pub fn tcp_info(stream: &TcpStream) -> io::Result<TcpInfo> {
+        let mut name = [0u8; 16];
+        let mut len = name.len() as u32;
+        // SAFETY: the fd is open (borrowed); the pointers describe a live buffer and its length.
+        check(unsafe {
+            getsockopt(
+                stream.as_raw_fd(),
+                IPPROTO_TCP,
+                TCP_CONGESTION,
+                name.as_mut_ptr().cast(),
+                &mut len,
+            )
+        })?;
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        Ok(TcpInfo {
+            congestion: String::from_utf8_lossy(&name[..end]).into_owned(),
+            user_timeout_ms: get_int(stream, IPPROTO_TCP, TCP_USER_TIMEOUT)?,
+            keepalive: get_int(stream, SOL_SOCKET, SO_KEEPALIVE)? != 0,
+            keep_idle: get_int(stream, IPPROTO_TCP, TCP_KEEPIDLE)?,
+            keep_interval: get_int(stream, IPPROTO_TCP, TCP_KEEPINTVL)?,
+            keep_count: get_int(stream, IPPROTO_TCP, TCP_KEEPCNT)?,
+            nodelay: get_int(stream, IPPROTO_TCP, TCP_NODELAY)? != 0,
+            mss: get_int(stream, IPPROTO_TCP, TCP_MAXSEG)?,
+        })
+    }
+
+    /// A copy (pidfd_getfd, Linux 5.6+) of the TCP socket of process `pid` for which `matches`
+    /// holds, given its local and peer address: the test reads tcpfwd's own socket options
+    /// on it. `None` when no socket matches; `Err` when the kernel or an emulator cannot copy.
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    pub fn socket_of(
+        pid: u32,
+        matches: impl Fn(SocketAddr, SocketAddr) -> bool,
+    ) -> io::Result<Option<TcpStream>> {
+        // SAFETY: a plain system call (pidfd_open(pid, 0)); the result is checked.
+        let pidfd = unsafe { syscall(SYS_PIDFD_OPEN, pid as c_int, 0 as c_int) };
+        if pidfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pidfd is a fresh descriptor nothing else owns; the File closes it.
+        let pidfd = unsafe { std::fs::File::from_raw_fd(pidfd as c_int) };
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+            let link = std::fs::read_link(entry.path()).unwrap_or_default();
+            if !link.to_string_lossy().starts_with("socket:") {
+                continue;
+            }
+            let Some(target) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<c_int>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: a plain system call (pidfd_getfd(pidfd, fd, 0)); the result is checked.
+            let fd = unsafe { syscall(SYS_PIDFD_GETFD, pidfd.as_raw_fd(), target, 0 as c_int) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fd is a fresh copy nothing else owns; the stream closes it (the socket
+            // stays open in `pid`).
+            let stream = unsafe { TcpStream::from_raw_fd(fd as c_int) };
+            if let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) {
+                if matches(local, peer) {
+                    return Ok(Some(stream));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    pub fn socket_of(
+        _pid: u32,
+        _matches: impl Fn(SocketAddr, SocketAddr) -> bool,
+    ) -> io::Result<Option<TcpStream>> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 
     /// Raises this process's soft open-file limit to the hard one; returns the limit now in
@@ -163,6 +290,20 @@ mod elsewhere {
     }
 
     pub fn raise_fd_limit() -> io::Result<u64> {
+        Err(unsupported())
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct TcpInfo;
+
+    pub fn tcp_info(_stream: &TcpStream) -> io::Result<TcpInfo> {
+        Err(unsupported())
+    }
+
+    pub fn socket_of(
+        _pid: u32,
+        _matches: impl Fn(SocketAddr, SocketAddr) -> bool,
+    ) -> io::Result<Option<TcpStream>> {
         Err(unsupported())
     }
 }
