@@ -145,6 +145,22 @@ mod tests {
         assert!(file.process.stats.is_some());
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_line_sets_the_congestion_of_the_legs_it_names_only() {
+        let defaults = parse_line(vec!["--congestion".into(), "reno".into()])
+            .unwrap()
+            .rule;
+        let text = ":1 a:1 --congestion target=cubic\n:2 a:1\n";
+        let file = parse(text, "t.conf", &defaults).unwrap();
+        let legs = |i: usize| {
+            let c = &file.rules[i].options.congestion;
+            (c.client.as_deref(), c.target.as_deref())
+        };
+        assert_eq!(legs(0), (Some("reno"), Some("cubic")));
+        assert_eq!(legs(1), (Some("reno"), Some("reno")));
+    }
+
     #[test]
     fn errors_name_file_and_line() {
         let d = RuleDraft::default();
