@@ -71,7 +71,8 @@ pub struct TcpOptions {
 #[derive(Debug)]
 pub enum ConnectError {
     /// The socket could not be made ready here (`what` names the step): tcpfwd's own
-    /// problem, the same for every target.
+    /// problem, the same for every target. (Elsewhere than Linux std makes the socket.)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Local {
         /// The step, as a user reads it: `bind to --source 192.0.2.1`.
         what: String,
