@@ -179,6 +179,16 @@ mod tests {
                 "errno {code}"
             );
         }
+        let bind = DialError::Socket {
+            what: "bind to --source 192.0.2.1".into(),
+            error: io::ErrorKind::AddrNotAvailable.into(),
+        };
+        assert!(bind.is_local());
+        assert_eq!(bind.end(), End::Error);
+        assert_eq!(
+            bind.to_string(),
+            "cannot bind to --source 192.0.2.1: address not available"
+        );
         let emfile = DialError::Local(io::Error::from_raw_os_error(24));
         assert_eq!(emfile.end(), End::Error);
         #[cfg(target_os = "linux")]
