@@ -27,6 +27,8 @@ pub struct Setup {
     pub rules: Vec<Rule>,
     /// Process options.
     pub process: Process,
+    /// The config file the rules come from (`--config`): what SIGHUP reloads.
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Parses the process's arguments (without the program name).
@@ -49,6 +51,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, Error> {
             Setup {
                 rules: file.rules,
                 process: line.process.or(&file.process).build(),
+                config: Some(path.clone()),
             }
         }
         None => {
@@ -56,6 +59,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, Error> {
             Setup {
                 rules: vec![rule],
                 process: line.process.build(),
+                config: None,
             }
         }
     };
@@ -102,7 +106,7 @@ mod tests {
             r.to_string(),
             ":8080 10.0.0.5:80 --balance round-robin --health-interval 0 --down-after 1 \
              --down-for 10s --connect-timeout 5s --idle-timeout 0 --fin-timeout 1m \
-             --keepalive 1m --max-conns 1024 --buffer-size 64k"
+             --keepalive 1m --max-conns 1024 --backlog 1024 --buffer-size 64k"
         );
     }
 
@@ -323,6 +327,7 @@ mod tests {
             "--fin-timeout",
             "--keepalive",
             "--max-conns",
+            "--backlog",
             "--allow",
             "--deny",
             "--buffer-size",
@@ -342,6 +347,7 @@ mod tests {
             "--connect-deny",
             "--auth",
             "--stats",
+            "--grace",
             "--config",
             "--check",
         ] {

@@ -21,6 +21,7 @@ Rule options:                                      default
   --fin-timeout DUR     close half-closed pair quiet for DUR       60s
   --keepalive I[/N/C]   keepalive: idle, interval, count (seconds) 60s/10s/6
   --max-conns N         connections at once; then stop accepting   1024
+  --backlog N           clients the kernel queues (<= somaxconn)   1024
   --allow CIDR          accept only these clients (repeatable)     all
   --deny CIDR           refuse these clients (repeatable, wins)    none
   --buffer-size SIZE    copy buffer per direction                  64k
@@ -33,7 +34,7 @@ Rule options:                                      default
   --nagle               leave Nagle's algorithm on                 off
   --proxy-protocol V    send PROXY header v1|v2 to the target      off
   --accept-proxy        expect a PROXY header from each client     off
-  --health-interval DUR active TCP health probes                   off
+  --health-interval DUR active TCP health probes (>= 100ms)        off
   --down-after N        failed connects that mark a target down    1
   --down-for DUR        how long a failed target is skipped        10s
   --connect-ports LIST  CONNECT: allowed ports, or any             443
@@ -43,8 +44,10 @@ Rule options:                                      default
 
 Process options:
   --stats ADDR          Prometheus metrics at http://ADDR/metrics  off
+  --grace DUR           SIGTERM: connections may go on for DUR     30s
   -v, -q                more / less logging on stderr
   -h, --help            this text        -V, --version    the version
 
+Signals: HUP reloads --config, TERM/INT stop gracefully, USR2 hands over to a new binary.
 Exit status: 2 usage or config error, 1 a listener cannot be opened.
 ";

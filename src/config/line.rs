@@ -11,7 +11,7 @@ use lexopt::prelude::*;
 use crate::addr::{Acl, Cidr, HostPort, ListenAddr};
 use crate::config::rule::{
     Balance, Congestion, ConnectPolicy, Forward, HealthCheck, Mode, Options, Ports, Process, Rule,
-    Target,
+    Target, DEFAULT_GRACE,
 };
 use crate::config::units::{parse_duration, parse_size};
 use crate::log::Verbosity;
@@ -35,11 +35,12 @@ pub(crate) struct Line {
 pub(crate) struct ProcessDraft {
     pub(crate) stats: Option<HostPort>,
     pub(crate) verbosity: Option<Verbosity>,
+    pub(crate) grace: Option<Duration>,
 }
 
 impl ProcessDraft {
     pub(crate) fn is_empty(&self) -> bool {
-        self.stats.is_none() && self.verbosity.is_none()
+        self.stats.is_none() && self.verbosity.is_none() && self.grace.is_none()
     }
 
     /// Fills what this one leaves unset from `other`.
@@ -47,6 +48,7 @@ impl ProcessDraft {
         ProcessDraft {
             stats: self.stats.clone().or_else(|| other.stats.clone()),
             verbosity: self.verbosity.or(other.verbosity),
+            grace: self.grace.or(other.grace),
         }
     }
 
@@ -54,6 +56,7 @@ impl ProcessDraft {
         Process {
             stats: self.stats.clone(),
             verbosity: self.verbosity.unwrap_or_default(),
+            grace: self.grace.unwrap_or(DEFAULT_GRACE),
         }
     }
 }
@@ -77,6 +80,7 @@ pub(crate) struct RuleDraft {
     fin_timeout: Option<Option<Duration>>,
     keepalive: Option<Option<Keepalive>>,
     max_conns: Option<usize>,
+    backlog: Option<u32>,
     allow: Option<Vec<Cidr>>,
     deny: Option<Vec<Cidr>>,
     buffer_size: Option<usize>,
@@ -103,6 +107,7 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
             Short('v') => line.process.verbosity = Some(Verbosity::Verbose),
             Short('q') => line.process.verbosity = Some(Verbosity::Quiet),
             Long("stats") => line.process.stats = Some(value(&mut p, "stats", parse_stats)?),
+            Long("grace") => line.process.grace = Some(value(&mut p, "grace", parse_duration)?),
             Long("config") => line.config = Some(value(&mut p, "config", |s| Ok(s.into()))?),
             Long("check") => line.check = true,
             Long("connect") => {
@@ -114,7 +119,7 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
             }
             Long("balance") => d.balance = Some(value(&mut p, "balance", Balance::parse)?),
             Long("health-interval") => {
-                d.health_interval = Some(value(&mut p, "health-interval", parse_timeout)?)
+                d.health_interval = Some(value(&mut p, "health-interval", parse_interval)?)
             }
             Long("down-after") => d.down_after = Some(value(&mut p, "down-after", parse_count)?),
             Long("down-for") => d.down_for = Some(value(&mut p, "down-for", parse_duration)?),
@@ -140,7 +145,8 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
                 d.fin_timeout = Some(value(&mut p, "fin-timeout", parse_timeout)?)
             }
             Long("keepalive") => d.keepalive = Some(value(&mut p, "keepalive", parse_keepalive)?),
-            Long("max-conns") => d.max_conns = Some(value(&mut p, "max-conns", parse_count)?),
+            Long("max-conns") => d.max_conns = Some(value(&mut p, "max-conns", parse_max_conns)?),
+            Long("backlog") => d.backlog = Some(value(&mut p, "backlog", parse_backlog)?),
             Long("allow") => push(&mut d.allow, value(&mut p, "allow", Cidr::parse)?),
             Long("deny") => push(&mut d.deny, value(&mut p, "deny", Cidr::parse)?),
             Long("buffer-size") => {
@@ -213,6 +219,42 @@ fn parse_count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Resu
     match text.parse::<T>() {
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err(format!("'{text}' is not a whole number of at least 1")),
+    }
+}
+
+/// The most `--max-conns` (and a target's `max-conns=`) can be: two threads each, far beyond
+/// what any kernel holds, and small enough that sums over many rules never overflow.
+pub(crate) const MAX_CONNS: usize = 1_000_000;
+
+fn parse_max_conns(text: &str) -> Result<usize, String> {
+    match parse_count(text)? {
+        n if n <= MAX_CONNS => Ok(n),
+        _ => Err(format!("'{text}' is more than {MAX_CONNS}")),
+    }
+}
+
+/// The largest `--backlog`: the kernel caps it at `net.core.somaxconn` anyway.
+const MAX_BACKLOG: u32 = 65_535;
+
+fn parse_backlog(text: &str) -> Result<u32, String> {
+    match parse_count(text)? {
+        n if n <= MAX_BACKLOG => Ok(n),
+        _ => Err(format!("'{text}' is more than {MAX_BACKLOG}")),
+    }
+}
+
+/// The shortest `--health-interval`: each round probes every target, and a probe leaves a
+/// socket in TIME_WAIT for a minute.
+pub(crate) const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `0` means off; otherwise at least [`MIN_HEALTH_INTERVAL`].
+fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
+    match parse_timeout(text)? {
+        Some(d) if d < MIN_HEALTH_INTERVAL => Err(format!(
+            "'{text}' is shorter than {}ms (0 turns probes off)",
+            MIN_HEALTH_INTERVAL.as_millis()
+        )),
+        other => Ok(other),
     }
 }
 
@@ -373,6 +415,10 @@ fn parse_ports(text: &str) -> Result<Ports, String> {
 }
 
 fn parse_credential(text: &str) -> Result<Credential, String> {
+    // RFC 7617 allows no control characters in either; none then reaches a log or terminal.
+    if text.chars().any(char::is_control) {
+        return Err("control characters are not allowed in USER:PASS".into());
+    }
     match text.split_once(':') {
         Some((user, password)) if !user.is_empty() => Ok(Credential {
             user: user.into(),
@@ -401,7 +447,7 @@ pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
                     .ok_or_else(|| format!("'{text}': weight must be 1 to 1000"))?;
             }
             Some(("max-conns", n)) => {
-                target.max_conns = Some(parse_count(n).map_err(|e| format!("'{text}': {e}"))?)
+                target.max_conns = Some(parse_max_conns(n).map_err(|e| format!("'{text}': {e}"))?)
             }
             None if flag == "backup" => target.backup = true,
             _ => {
@@ -434,6 +480,7 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
         fin_timeout: pick(&line.fin_timeout, &defaults.fin_timeout).unwrap_or(base.fin_timeout),
         keepalive: pick(&line.keepalive, &defaults.keepalive).unwrap_or(base.keepalive),
         max_conns: pick(&line.max_conns, &defaults.max_conns).unwrap_or(base.max_conns),
+        backlog: pick(&line.backlog, &defaults.backlog).unwrap_or(base.backlog),
         clients: Acl {
             allow: pick(&line.allow, &defaults.allow).unwrap_or_default(),
             deny: pick(&line.deny, &defaults.deny).unwrap_or_default(),

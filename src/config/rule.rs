@@ -15,6 +15,11 @@ use crate::wire::proxy_header::Version as ProxyVersion;
 /// threshold (128 KiB and above slow connection set-up, NOTES.md).
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 
+/// The listen backlog unless `--backlog` says otherwise: a burst of 1,000 clients waits in
+/// the kernel instead of retrying its SYN 1-3 s later (std listens with 128). Linux caps it at
+/// `net.core.somaxconn` (4096 since Linux 5.4, 128 before).
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
 /// One listener and what to do with each connection it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -159,6 +164,9 @@ pub struct Options {
     pub keepalive: Option<Keepalive>,
     /// Client connections at once on this rule.
     pub max_conns: usize,
+    /// The listen backlog: connections the kernel completes and queues while the rule does
+    /// not accept (at `--max-conns`, or between two accepts).
+    pub backlog: u32,
     /// Client address filter.
     pub clients: Acl,
     /// Copy buffer per direction, bytes.
@@ -193,6 +201,7 @@ impl Default for Options {
                 count: Keepalive::COUNT,
             }),
             max_conns: 1024,
+            backlog: DEFAULT_BACKLOG,
             clients: Acl::default(),
             buffer_size: DEFAULT_BUFFER_SIZE,
             segment_size: None,
@@ -260,11 +269,26 @@ impl Default for HealthCheck {
     }
 }
 
+/// How long connections in flight may go on after SIGTERM/SIGINT (`--grace`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
 /// Options of the whole process rather than of one rule.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Process {
     /// Where to serve Prometheus metrics.
     pub stats: Option<HostPort>,
     /// Logging level.
     pub verbosity: Verbosity,
+    /// How long a graceful stop waits for connections in flight (`0`: not at all).
+    pub grace: Duration,
+}
+
+impl Default for Process {
+    fn default() -> Process {
+        Process {
+            stats: None,
+            verbosity: Verbosity::default(),
+            grace: DEFAULT_GRACE,
+        }
+    }
 }

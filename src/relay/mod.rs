@@ -7,6 +7,7 @@
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
 mod buffer;
+mod cut;
 mod outcome;
 mod send;
 mod timers;
@@ -14,16 +15,17 @@ mod verdict;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::end::End;
-use crate::log;
+use crate::log::{self, Burst};
 use crate::sys;
 use crate::threads;
 use buffer::Buffer;
 use timers::Timers;
 use verdict::{Direction, Verdict};
 
+pub use cut::cut_all;
 pub use outcome::{Outcome, Settings};
 pub use timers::Timeouts;
 
@@ -35,6 +37,9 @@ struct Pair {
     timers: Timers,
     verdict: Verdict,
 }
+
+/// Relay threads that cannot be started, logged as a burst for the whole process.
+static NO_THREAD: Burst = Burst::new();
 
 /// Relays until both directions have ended; the calling thread copies client → target,
 /// a second thread copies target → client.
@@ -49,12 +54,22 @@ pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcom
         verdict,
     });
 
+    // Registered while it runs, so the end of a graceful stop can cut it.
+    let _registration = cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>);
     let other = Arc::clone(&pair);
     let down = match threads::spawn(move || other.copy(Direction::Down)) {
-        Ok(handle) => handle,
+        Ok(handle) => {
+            if let Some(ended) = NO_THREAD.clear() {
+                log::problem(format_args!(
+                    "relay threads start again after {ended} ({} connections ended for want of one)",
+                    ended.count
+                ));
+            }
+            handle
+        }
         Err(e) => {
             let why = sys::reason(&e);
-            log::problem(format_args!("cannot start a relay thread: {why}"));
+            NO_THREAD.problem(format_args!("cannot start a relay thread: {why}"));
             pair.abort(End::Error);
             return Outcome::nothing_relayed(End::Error);
         }
@@ -124,8 +139,20 @@ impl Pair {
     /// thread from its blocking read or write.
     fn abort(&self, end: End) {
         self.verdict.note(end);
+        if self.verdict.end() == End::Shutdown {
+            // Being cut: a FIN now would reach the other side before its RST.
+            return;
+        }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
+    }
+}
+
+impl cut::Cut for Pair {
+    fn cut(&self) {
+        self.verdict.note(End::Shutdown);
+        sys::reset(&self.client);
+        sys::reset(&self.target);
     }
 }
 

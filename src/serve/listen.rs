@@ -24,10 +24,12 @@ impl fmt::Display for ListenError {
 
 /// Opens the sockets of a listen address: one, or for `:PORT` on a system without dual-stack
 /// sockets, one per family; each with the client leg's TCP options, which the sockets it
-/// accepts inherit (Linux, see [`sys::set_listener_options`]).
+/// accepts inherit (Linux, see [`sys::set_listener_options`]); with `backlog`, that listen
+/// backlog instead of std's 128.
 pub fn bind_listen(
     listen: &ListenAddr,
     options: &TcpOptions,
+    backlog: Option<u32>,
 ) -> Result<Vec<TcpListener>, ListenError> {
     let sockets = match listen {
         ListenAddr::AnyHost(port) => open_any(*port)?,
@@ -44,6 +46,11 @@ pub fn bind_listen(
             addr: listen.to_string(),
             reason,
         })?;
+    }
+    if let Some(backlog) = backlog {
+        for socket in &sockets {
+            sys::set_backlog(socket, backlog).map_err(|e| failed(&listen.to_string(), &e))?;
+        }
     }
     Ok(sockets)
 }

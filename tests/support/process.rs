@@ -78,6 +78,26 @@ impl Tcpfwd {
         fwd
     }
 
+    /// Starts `WRAPPER... tcpfwd ARGS` (a command that sets something up and then runs the
+    /// rest of its arguments: `prlimit --as=N`, `setpriv ...`, `unshare ...`) and waits
+    /// until it logged a `listening on` line.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Tcpfwd {
+        let fwd = Tcpfwd::spawn_wrapped(wrapper, args);
+        fwd.wait_line("listening on ");
+        fwd
+    }
+
+    /// [`Tcpfwd::start_wrapped`] without waiting for anything.
+    pub fn spawn_wrapped(wrapper: &[&str], args: &[&str]) -> Tcpfwd {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .args(runner())
+            .arg(env!("CARGO_BIN_EXE_tcpfwd"))
+            .args(args);
+        Tcpfwd::from_command(command)
+    }
+
     /// Starts `tcpfwd ARGS` without waiting for anything.
     pub fn spawn(args: &[&str]) -> Tcpfwd {
         let mut command = tcpfwd_command();
@@ -85,7 +105,8 @@ impl Tcpfwd {
         Tcpfwd::from_command(command)
     }
 
-    fn from_command(mut command: Command) -> Tcpfwd {
+    /// Starts `command` (which runs tcpfwd, e.g. through a launcher) without waiting.
+    pub fn from_command(mut command: Command) -> Tcpfwd {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -176,6 +197,11 @@ impl Tcpfwd {
         }
     }
 
+    /// Whether the process has exited (it is reaped if so).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits for the process to exit; returns its status code and everything it logged.
     pub fn wait_exit(mut self) -> (Option<i32>, String) {
         let deadline = Instant::now() + PATIENCE;
@@ -212,6 +238,16 @@ impl Drop for Tcpfwd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends signal `name` (`HUP`, `TERM`, `USR2`, ...) to process `pid`, which the test started
+/// (or which took over from one it started), with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {pid} failed");
 }
 
 /// Runs `tcpfwd ARGS` to its end; returns exit code, stdout and stderr.
