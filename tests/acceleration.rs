@@ -344,8 +344,8 @@ fn a_source_not_on_this_host_is_tcpfwds_own_error_logged_once_per_burst() {
     let ends = fwd.wait_lines("end=error", 3);
     assert!(ends.iter().all(|l| l.contains("target=-")), "{ends:?}");
     let log = fwd.lines().join("\n");
-    let why = ": cannot bind to --source 192.0.2.1: address not available (not counted \
-               against the target)";
+    let why = ": cannot bind to --source 192.0.2.1: cannot assign requested address (not \
+               counted against the target)";
     assert_eq!(log.matches("cannot bind to --source").count(), 1, "{log}");
     assert!(
         log.contains("cannot connect to target 127.0.0.1:") && log.contains(why),
@@ -431,4 +431,36 @@ fn a_connect_given_up_by_user_timeout_counts_as_failed() {
     let line = fwd.wait_line("end=connect-timeout");
     assert!(started.elapsed() < Duration::from_secs(10), "{line}");
     fwd.wait_line(&format!("target {target} down"));
+}
+
+#[test]
+fn a_reload_gives_the_kept_listener_the_new_client_leg_options() {
+    if skip_under_emulation("pidfd_getfd on tcpfwd's sockets") {
+        return;
+    }
+    let backend = Backend::echo();
+    let listen = closed_port();
+    let rule = |options: &str| format!("{listen} {} {options}\n", backend.addr);
+    let path = temp_file("reload.conf", &rule("--keepalive 30/4/5 --user-timeout 7s"));
+    let fwd = Tcpfwd::start(&["--config", path.to_str().unwrap()]);
+    let client_leg = |fwd: &Tcpfwd| {
+        let mut client = connect(listen);
+        ping(&mut client);
+        let me = client.local_addr().unwrap();
+        leg_of(fwd, |_, peer| peer == me)
+    };
+    let Some(before) = client_leg(&fwd) else {
+        return;
+    };
+    assert_eq!((before.keep_idle, before.user_timeout_ms), (30, 7000));
+    // Keepalive off and the kernel's user timeout: the defaults come back on the listener.
+    std::fs::write(&path, rule("--keepalive 0 --mss 1000")).unwrap();
+    signal(fwd.pid(), "HUP");
+    fwd.wait_line("reloaded ");
+    let Some(after) = client_leg(&fwd) else {
+        return;
+    };
+    assert!(!after.keepalive, "{after:?}");
+    assert_eq!(after.user_timeout_ms, 0, "{after:?}");
+    assert!(after.mss <= 1000, "{after:?}");
 }

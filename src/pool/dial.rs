@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(bind.end(), End::Error);
         assert_eq!(
             bind.to_string(),
-            "cannot bind to --source 192.0.2.1: address not available"
+            "cannot bind to --source 192.0.2.1: cannot assign requested address"
         );
         let emfile = DialError::Local(io::Error::from_raw_os_error(24));
         assert_eq!(emfile.end(), End::Error);
