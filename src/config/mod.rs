@@ -13,4 +13,5 @@ pub mod rule;
 mod units;
 
 pub use argv::{parse_args, Command, Setup};
+pub use check::Listing;
 pub use help::HELP;

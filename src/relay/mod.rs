@@ -3,6 +3,7 @@
 //! When one side ends its output (EOF), the copier shuts down the write half of the other
 //! side and stops; the opposite direction keeps running until it ends too (half-close).
 //! An error on either side shuts down both sockets, which wakes the other thread at once.
+//! Either socket may be TCP or Unix-domain: a [`Stream`] is either, and copies the same.
 //! The details sit behind named helpers: the lazy buffer ([`buffer`]), segment sizing
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
@@ -13,11 +14,12 @@ mod timers;
 mod verdict;
 
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 
 use crate::end::End;
 use crate::log;
+use crate::stream::Stream;
 use crate::sys;
 use crate::threads;
 use buffer::Buffer;
@@ -29,8 +31,8 @@ pub use timers::Timeouts;
 
 /// The two sockets of one connection and what both threads know about it.
 struct Pair {
-    client: TcpStream,
-    target: TcpStream,
+    client: Stream,
+    target: Stream,
     settings: Settings,
     timers: Timers,
     verdict: Verdict,
@@ -38,7 +40,7 @@ struct Pair {
 
 /// Relays until both directions have ended; the calling thread copies client → target,
 /// a second thread copies target → client.
-pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcome {
+pub fn relay(client: Stream, target: Stream, settings: Settings) -> Outcome {
     let timers = Timers::new(settings.timeouts);
     let verdict = Verdict::default();
     let pair = Arc::new(Pair {
@@ -113,7 +115,7 @@ impl Pair {
 
     /// Writes all of `data` (see [`send::send_segments`]); a write that times out is retried
     /// unless a timeout has expired.
-    fn send(&self, to: &TcpStream, data: &[u8], dir: Direction) -> Result<(), End> {
+    fn send(&self, to: &Stream, data: &[u8], dir: Direction) -> Result<(), End> {
         let moved = || self.timers.moved(dir);
         let retry = || self.timers.rearm_write(to, dir);
         let size = self.settings.segment_size;

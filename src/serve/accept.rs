@@ -7,15 +7,18 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use crate::addr::Endpoint;
 use crate::log::Burst;
+use crate::serve::listen::Listener;
 use crate::serve::session;
 use crate::serve::state::{RuleState, Slot};
+use crate::stream::Stream;
 use crate::sys::reason;
 
 /// Accepts clients of one rule forever. While the rule is at `--max-conns` it does not accept
 /// (clients wait in the backlog); a failing thread start backs off and is logged once per
 /// burst.
-pub fn serve_rule(socket: TcpListener, state: Arc<RuleState>) {
+pub fn serve_rule(socket: Listener, state: Arc<RuleState>) {
     let mut acceptor = Acceptor::new(socket);
     loop {
         let slot = Slot::acquire(&state);
@@ -36,15 +39,37 @@ pub fn serve_rule(socket: TcpListener, state: Arc<RuleState>) {
     }
 }
 
+/// A listening socket: a rule's of either kind, or the metrics one.
+pub trait Accept {
+    /// What one `accept()` gives: the client's socket and address.
+    type Client;
+    /// Waits for the next client.
+    fn accept_client(&self) -> io::Result<Self::Client>;
+}
+
+impl Accept for TcpListener {
+    type Client = (TcpStream, SocketAddr);
+    fn accept_client(&self) -> io::Result<Self::Client> {
+        self.accept()
+    }
+}
+
+impl Accept for Listener {
+    type Client = (Stream, Endpoint);
+    fn accept_client(&self) -> io::Result<Self::Client> {
+        self.accept()
+    }
+}
+
 /// A listening socket and its back-off.
-pub struct Acceptor {
-    socket: TcpListener,
+pub struct Acceptor<L> {
+    socket: L,
     backoff: Backoff,
 }
 
-impl Acceptor {
+impl<L: Accept> Acceptor<L> {
     /// An acceptor for `socket`.
-    pub fn new(socket: TcpListener) -> Acceptor {
+    pub fn new(socket: L) -> Acceptor<L> {
         Acceptor {
             socket,
             backoff: Backoff::default(),
@@ -53,14 +78,9 @@ impl Acceptor {
 
     /// The next client. A failed `accept()` is counted (`failed`), logged once per burst in
     /// `trouble` naming `label`, and retried after a growing pause.
-    pub fn next(
-        &mut self,
-        trouble: &Burst,
-        label: &str,
-        mut failed: impl FnMut(),
-    ) -> (TcpStream, SocketAddr) {
+    pub fn next(&mut self, trouble: &Burst, label: &str, mut failed: impl FnMut()) -> L::Client {
         loop {
-            match self.socket.accept() {
+            match self.socket.accept_client() {
                 Ok(client) => {
                     trouble.clear();
                     return client;

@@ -1,11 +1,69 @@
-//! Opening listening sockets: `HOST:PORT`, `[V6]:PORT`, and `:PORT` for both families.
+//! Opening listening sockets: `HOST:PORT`, `[V6]:PORT`, `:PORT` for both families, and
+//! Unix-domain sockets (`unix:PATH`, whose file is removed when tcpfwd stops, and `unix:@NAME`).
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+#[cfg(unix)]
+use std::os::unix::net::UnixListener;
 
-use crate::addr::{self, Host, ListenAddr};
+use crate::addr::{self, Endpoint, Host, ListenAddr};
+use crate::stream::Stream;
 use crate::sys::{self, reason};
+
+/// A listening socket of either kind.
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix-domain stream listener.
+    #[cfg(unix)]
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// The next client and where it comes from (a Unix client has no address: `unix`).
+    pub fn accept(&self) -> io::Result<(Stream, Endpoint)> {
+        match self {
+            Listener::Tcp(l) => l
+                .accept()
+                .map(|(s, peer)| (Stream::Tcp(s), Endpoint::Ip(peer))),
+            #[cfg(unix)]
+            Listener::Unix(l) => l
+                .accept()
+                .map(|(s, _)| (Stream::Unix(s), Endpoint::Unix(None))),
+        }
+    }
+
+    /// The IP address and port, for a TCP listener.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            #[cfg(unix)]
+            Listener::Unix(_) => None,
+        }
+    }
+}
+
+/// Opens the sockets of a rule's listen address (see [`bind_listen`] for TCP; `--mss` does
+/// not apply to a Unix socket).
+pub fn open(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<Listener>, ListenError> {
+    match listen {
+        #[cfg(unix)]
+        ListenAddr::Unix(unix) => Ok(vec![Listener::Unix(unix_socket::bind(unix)?)]),
+        _ => Ok(bind_listen(listen, mss)?
+            .into_iter()
+            .map(Listener::Tcp)
+            .collect()),
+    }
+}
+
+/// Removes the socket file of every `unix:PATH` listener opened so far. Called when tcpfwd
+/// stops (on a start-up failure here; by a graceful stop too). Not on a hand-over: the new
+/// process serves the same sockets.
+pub fn remove_socket_files() {
+    #[cfg(unix)]
+    unix_socket::remove_all();
+}
 
 /// A listener could not be opened: exit status 1.
 #[derive(Debug)]
@@ -33,6 +91,12 @@ pub fn bind_listen(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<TcpListe
                 Host::Name(_) => first_address(hp)?,
             };
             vec![bind(addr)?]
+        }
+        ListenAddr::Unix(_) => {
+            return Err(ListenError {
+                addr: listen.to_string(),
+                reason: "not a TCP address".into(),
+            })
         }
     };
     if let Some(mss) = mss {
@@ -75,5 +139,82 @@ fn failed(addr: &str, e: &io::Error) -> ListenError {
     ListenError {
         addr: addr.to_string(),
         reason: reason(e),
+    }
+}
+
+/// Unix-domain listeners: a stale socket file replaced, any other file left alone, and the
+/// files of every listener opened remembered for removal at the end.
+#[cfg(unix)]
+mod unix_socket {
+    use std::fs;
+    use std::io;
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    use super::{failed, ListenError};
+    use crate::addr::UnixAddr;
+
+    /// The socket files this process created.
+    static FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Opens `unix:PATH` or `unix:@NAME`.
+    pub fn bind(addr: &UnixAddr) -> Result<UnixListener, ListenError> {
+        let shown = addr.to_string();
+        match addr {
+            UnixAddr::Path(path) => {
+                clear_stale(path, &shown)?;
+                let listener = UnixListener::bind(path).map_err(|e| failed(&shown, &e))?;
+                files().push(PathBuf::from(path));
+                Ok(listener)
+            }
+            #[cfg(target_os = "linux")]
+            UnixAddr::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let socket = std::os::unix::net::SocketAddr::from_abstract_name(name)
+                    .map_err(|e| failed(&shown, &e))?;
+                UnixListener::bind_addr(&socket).map_err(|e| failed(&shown, &e))
+            }
+            // The parser accepts `unix:@NAME` on Linux only.
+            #[cfg(not(target_os = "linux"))]
+            UnixAddr::Abstract(_) => Err(failed(&shown, &io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    /// A socket file nobody listens on (left by a process that died) is removed; a socket
+    /// someone listens on is `address in use`; any other file is never touched.
+    fn clear_stale(path: &str, shown: &str) -> Result<(), ListenError> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(failed(shown, &e)),
+        };
+        if !meta.file_type().is_socket() {
+            return Err(ListenError {
+                addr: shown.to_string(),
+                reason: "the file exists and is not a socket (tcpfwd replaces only a stale \
+                         socket file)"
+                    .into(),
+            });
+        }
+        match UnixStream::connect(path) {
+            Ok(_) => Err(failed(shown, &io::ErrorKind::AddrInUse.into())),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                fs::remove_file(path).map_err(|e| failed(shown, &e))
+            }
+            Err(e) => Err(failed(shown, &e)),
+        }
+    }
+
+    fn files() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+        FILES.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes every socket file opened so far.
+    pub fn remove_all() {
+        for path in files().drain(..) {
+            let _ = fs::remove_file(path);
+        }
     }
 }

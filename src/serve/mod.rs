@@ -24,7 +24,7 @@ use crate::config::Setup;
 use crate::log;
 use crate::sys::reason;
 use crate::threads;
-use listen::ListenError;
+use listen::{ListenError, Listener};
 use state::RuleState;
 
 /// Start-up failed: exit status 1.
@@ -46,15 +46,21 @@ impl fmt::Display for ServeError {
 }
 
 /// Opens every listener (the rules' and the metrics one), then serves until the process is
-/// stopped by a signal.
-pub fn run(mut setup: Setup) -> Result<(), ServeError> {
+/// stopped by a signal. Whenever it returns, the socket files of `unix:PATH` listeners are
+/// removed.
+pub fn run(setup: Setup) -> Result<(), ServeError> {
+    let result = serve_all(setup);
+    listen::remove_socket_files();
+    result
+}
+
+fn serve_all(mut setup: Setup) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
     limits::check(&mut setup.rules);
-    let mut opened: Vec<(Rule, Vec<TcpListener>)> = Vec::new();
+    let mut opened: Vec<(Rule, Vec<Listener>)> = Vec::new();
     for rule in setup.rules {
-        let sockets =
-            listen::bind_listen(&rule.listen, rule.options.mss).map_err(ServeError::Listen)?;
-        let bound: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+        let sockets = listen::open(&rule.listen, rule.options.mss).map_err(ServeError::Listen)?;
+        let bound: Vec<SocketAddr> = sockets.iter().filter_map(Listener::local_addr).collect();
         if let Some(warning) = tunnel::open_proxy_warning(&rule, &bound) {
             log::problem(format_args!("{warning}"));
         }
@@ -67,12 +73,11 @@ pub fn run(mut setup: Setup) -> Result<(), ServeError> {
     let own_addrs: Arc<Vec<SocketAddr>> = Arc::new(
         opened
             .iter()
-            .flat_map(|(_, s)| s.iter())
-            .chain(&stats)
-            .filter_map(|s| s.local_addr().ok())
+            .flat_map(|(_, s)| s.iter().filter_map(Listener::local_addr))
+            .chain(stats.iter().filter_map(|s| s.local_addr().ok()))
             .collect(),
     );
-    let states: Vec<(Arc<RuleState>, Vec<TcpListener>)> = opened
+    let states: Vec<(Arc<RuleState>, Vec<Listener>)> = opened
         .into_iter()
         .map(|(rule, sockets)| {
             (
@@ -92,14 +97,15 @@ pub fn run(mut setup: Setup) -> Result<(), ServeError> {
             }
         }
         for socket in sockets {
-            let local = socket.local_addr();
+            let local = match socket.local_addr() {
+                Some(local) => local.to_string(),
+                None => state.label.clone(),
+            };
             let serving = Arc::clone(&state);
             let handle = threads::spawn(move || accept::serve_rule(socket, serving))
                 .map_err(ServeError::Thread)?;
             accept_threads.push(handle);
-            if let Ok(local) = local {
-                log::info(format_args!("listening on {local} (rule {})", state.label));
-            }
+            log::info(format_args!("listening on {local} (rule {})", state.label));
         }
     }
     for handle in accept_threads {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use crate::addr::Endpoint;
 use crate::config::rule::{Mode, Rule};
 use crate::counters::RuleCounters;
 use crate::log::{self, Burst, Record};
@@ -74,8 +75,8 @@ impl RuleState {
     /// Logs and counts a finished connection: its one log line.
     pub fn log_connection(
         &self,
-        client: SocketAddr,
-        target: Option<SocketAddr>,
+        client: &Endpoint,
+        target: Option<&Endpoint>,
         outcome: Outcome,
         accepted: Instant,
         user: Option<&str>,

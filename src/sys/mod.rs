@@ -1,5 +1,5 @@
 //! The OS below std: Linux socket options and limits that std lacks (the only `unsafe` in
-//! tcpfwd, in [`linux`] and [`sigstack`]), and what an I/O error means on this OS. Elsewhere
+//! tcpfwd, in [`linux`], [`sigstack`] and `unix`), and what an I/O error means on this OS. Elsewhere
 //! than Linux these are portable no-ops or clear "unsupported" errors.
 
 use std::io;
@@ -11,8 +11,12 @@ mod linux;
 mod reason;
 #[cfg(target_os = "linux")]
 mod sigstack;
+#[cfg(unix)]
+mod unix;
 
 pub use reason::reason;
+#[cfg(unix)]
+pub use unix::peek;
 
 /// Whether `e` is the expiry of a timeout set with `set_read_timeout`/`set_write_timeout`:
 /// `WouldBlock` on Unix (std reports SO_RCVTIMEO's EAGAIN so), `TimedOut` on Windows. On Unix
