@@ -58,6 +58,13 @@ impl Stream {
         either!(self, s => s.set_write_timeout(timeout))
     }
 
+    /// Whether reads and writes return at once instead of waiting. (An accepted socket
+    /// inherits a non-blocking listener's mode outside Linux.)
+    #[cfg(all(unix, not(target_os = "linux")))]
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        either!(self, s => s.set_nonblocking(nonblocking))
+    }
+
     /// Reads what has arrived without taking it off the socket.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

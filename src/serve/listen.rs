@@ -34,12 +34,31 @@ impl Listener {
         }
     }
 
+    /// Whether `accept` waits for a client (`false`) or returns at once (`true`).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(nonblocking),
+            #[cfg(unix)]
+            Listener::Unix(l) => l.set_nonblocking(nonblocking),
+        }
+    }
+
     /// The IP address and port, for a TCP listener.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Listener::Tcp(l) => l.local_addr().ok(),
             #[cfg(unix)]
             Listener::Unix(_) => None,
+        }
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
         }
     }
 }

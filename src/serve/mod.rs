@@ -89,29 +89,75 @@ fn serve_all(mut setup: Setup) -> Result<(), ServeError> {
     if let Some(socket) = stats {
         serve_metrics(socket, states.iter().map(|(s, _)| Arc::clone(s)).collect())?;
     }
-    let mut accept_threads = Vec::new();
+    let mut serving: Vec<(Listener, Arc<RuleState>)> = Vec::new();
     for (state, sockets) in states {
         if let Some(pool) = &state.pool {
             if let Some(interval) = pool.health_interval() {
                 probe::start_probes(pool, interval).map_err(ServeError::Thread)?;
             }
         }
-        for socket in sockets {
-            let local = match socket.local_addr() {
-                Some(local) => local.to_string(),
-                None => state.label.clone(),
-            };
-            let serving = Arc::clone(&state);
-            let handle = threads::spawn(move || accept::serve_rule(socket, serving))
-                .map_err(ServeError::Thread)?;
-            accept_threads.push(handle);
-            log::info(format_args!("listening on {local} (rule {})", state.label));
-        }
+        serving.extend(sockets.into_iter().map(|s| (s, Arc::clone(&state))));
     }
-    for handle in accept_threads {
+    for handle in start_accepting(serving)? {
         let _ = handle.join();
     }
     Ok(())
+}
+
+/// Up to this many listeners get an accept thread each: the simplest path, with the fewest
+/// system calls per connection. More (port ranges, thousands of rules) are polled in groups
+/// (Unix): an idle thread blocked in `accept()` costs about 10 KiB of memory and, on Linux, a
+/// reserved file descriptor, per listener (README "Many rules").
+const THREAD_PER_LISTENER_UP_TO: usize = 64;
+
+/// Listeners one polling thread serves: each `poll()` takes time in proportion to them.
+#[cfg(unix)]
+const POLL_GROUP: usize = 1024;
+
+/// Starts accepting on every listener (see [`THREAD_PER_LISTENER_UP_TO`]); each is announced
+/// `listening on ADDR (rule LABEL)` once its thread runs.
+fn start_accepting(
+    serving: Vec<(Listener, Arc<RuleState>)>,
+) -> Result<Vec<threads::Handle<()>>, ServeError> {
+    let announce = |socket: &Listener, state: &RuleState| {
+        let local = match socket.local_addr() {
+            Some(local) => local.to_string(),
+            None => state.label.clone(),
+        };
+        format!("listening on {local} (rule {})", state.label)
+    };
+    let mut handles = Vec::new();
+    #[cfg(unix)]
+    if serving.len() > THREAD_PER_LISTENER_UP_TO {
+        let mut rest = serving;
+        while !rest.is_empty() {
+            let later = rest.split_off(rest.len().min(POLL_GROUP));
+            let group = std::mem::replace(&mut rest, later);
+            let mut lines = Vec::with_capacity(group.len());
+            for (socket, state) in &group {
+                socket.set_nonblocking(true).map_err(|e| {
+                    ServeError::Listen(ListenError {
+                        addr: state.label.clone(),
+                        reason: reason(&e),
+                    })
+                })?;
+                lines.push(announce(socket, state));
+            }
+            let handle = threads::spawn(move || accept::serve_many(group));
+            handles.push(handle.map_err(ServeError::Thread)?);
+            for line in lines {
+                log::info(format_args!("{line}"));
+            }
+        }
+        return Ok(handles);
+    }
+    for (socket, state) in serving {
+        let line = announce(&socket, &state);
+        let handle = threads::spawn(move || accept::serve_rule(socket, state));
+        handles.push(handle.map_err(ServeError::Thread)?);
+        log::info(format_args!("{line}"));
+    }
+    Ok(handles)
 }
 
 /// Starts the metrics thread. Logged before the rules' `listening on` lines, so whoever

@@ -2,6 +2,7 @@
 //! counters, and how a finished connection is logged and counted.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -101,6 +102,8 @@ impl RuleState {
 struct Slots {
     used: Mutex<usize>,
     freed: Condvar,
+    /// A listener polled with others found the rule full and stopped accepting.
+    paused: AtomicBool,
 }
 
 /// One of the rule's `--max-conns` places, given back when dropped.
@@ -131,6 +134,39 @@ impl Slot {
             state: Arc::clone(state),
             counted: false,
         }
+    }
+
+    /// Takes a free place without waiting; `None` while the rule is full (the first time,
+    /// counted as a pause and logged as [`Slot::acquire`] does). For a listener polled with
+    /// others, whose thread must not wait for one rule.
+    pub fn try_acquire(state: &Arc<RuleState>) -> Option<Slot> {
+        let slots = &state.slots;
+        let max = state.rule.options.max_conns;
+        let mut used = slots.used.lock().unwrap_or_else(|e| e.into_inner());
+        if *used >= max {
+            if !slots.paused.swap(true, Ordering::Relaxed) {
+                state.counters.accept_paused.add(1);
+                state.troubles.full.problem(format_args!(
+                    "{} has {max} connections (--max-conns): not accepting until one ends",
+                    state.label
+                ));
+            }
+            return None;
+        }
+        if slots.paused.swap(false, Ordering::Relaxed) {
+            state.troubles.full.clear();
+        }
+        *used += 1;
+        Some(Slot {
+            state: Arc::clone(state),
+            counted: false,
+        })
+    }
+
+    /// Whether the rule has a free place now.
+    pub fn available(state: &RuleState) -> bool {
+        let used = state.slots.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used < state.rule.options.max_conns
     }
 
     /// A client was accepted into this place: it counts as an open connection.

@@ -16,7 +16,7 @@ mod unix;
 
 pub use reason::reason;
 #[cfg(unix)]
-pub use unix::peek;
+pub use unix::{peek, readable};
 
 /// Whether `e` is the expiry of a timeout set with `set_read_timeout`/`set_write_timeout`:
 /// `WouldBlock` on Unix (std reports SO_RCVTIMEO's EAGAIN so), `TimedOut` on Windows. On Unix

@@ -51,6 +51,28 @@ pub fn free_port() -> u16 {
     socket.local_addr().unwrap().port()
 }
 
+/// The first of `count` consecutive ports that 127.0.0.1 could bind a moment ago, below the
+/// ephemeral range (32768 and up on Linux), so that no test's port-0 bind or outgoing
+/// connection takes one meanwhile. Each call of a process starts further on.
+pub fn free_port_block(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const HIGH: u32 = 32_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = HIGH - LOW - u32::from(count);
+    let mut base =
+        LOW + (std::process::id() * 7919 + NEXT.fetch_add(4099, Ordering::SeqCst)) % span;
+    for _ in 0..200 {
+        let busy = (0..count).find(|k| TcpListener::bind(("127.0.0.1", base as u16 + k)).is_err());
+        match busy {
+            None => return base as u16,
+            // Start again after the busy port.
+            Some(k) => base = LOW + (base - LOW + u32::from(k) + 1) % span,
+        }
+    }
+    panic!("no {count} free consecutive ports below 32000");
+}
+
 /// A loopback address nothing listens on (bound, then closed): connects to it are refused.
 pub fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
