@@ -288,7 +288,7 @@ mod unix {
     #[test]
     fn half_close_from_the_client_both_kinds() {
         // Unix client, TCP target.
-        let backend = Backend::start(|s| answer_after_eof(s));
+        let backend = Backend::start(answer_after_eof);
         let path = socket_path("half");
         let fwd = start_listening(&[&unix_arg(&path), &backend.addr.to_string()], 1);
         let mut client = connect_unix(&path);
