@@ -10,6 +10,7 @@ use std::time::Duration;
 
 #[cfg(unix)]
 use crate::addr::UnixAddr;
+#[cfg(unix)]
 use crate::sys;
 
 /// One connected socket of either kind.
@@ -124,11 +125,10 @@ impl From<UnixStream> for Stream {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn a_unix_stream_peeks_reads_and_half_closes() {
         let (a, b) = UnixStream::pair().unwrap();

@@ -5,7 +5,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -140,6 +139,7 @@ fn check_prints_a_range_once_and_reads_back_the_same() {
 #[cfg(target_os = "linux")]
 #[test]
 fn ten_thousand_rules_start_and_answer() {
+    use std::time::{Duration, Instant};
     const RULES: u16 = 10_000;
     if skip_under_emulation("10,000 listeners under qemu") {
         return;
@@ -184,7 +184,7 @@ fn ten_thousand_rules_start_and_answer() {
 #[cfg(unix)]
 mod unix {
     use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpStream};
+    use std::net::Shutdown;
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -340,7 +340,7 @@ mod unix {
     #[test]
     fn a_reset_on_either_side_ends_both() {
         // A TCP target that resets: the Unix client sees its end at once.
-        let backend = Backend::start(|mut s: TcpStream| {
+        let backend = Backend::start(|mut s: std::net::TcpStream| {
             let _ = s.read(&mut [0]);
             // Closed with unread data: the peer gets a reset.
         });
@@ -353,7 +353,7 @@ mod unix {
         let _ = client.read_to_end(&mut rest);
         fwd.wait_line("end=target-reset");
         // A Unix client that closes with unread data: the target's connection ends too.
-        let backend = Backend::start(|mut s: TcpStream| {
+        let backend = Backend::start(|mut s: std::net::TcpStream| {
             let _ = s.write_all(&[2; 64]);
             let mut sink = Vec::new();
             let _ = s.read_to_end(&mut sink);

@@ -35,6 +35,7 @@ impl Listener {
     }
 
     /// Whether `accept` waits for a client (`false`) or returns at once (`true`).
+    #[cfg(unix)]
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(nonblocking),

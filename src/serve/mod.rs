@@ -108,13 +108,14 @@ fn serve_all(mut setup: Setup) -> Result<(), ServeError> {
 /// system calls per connection. More (port ranges, thousands of rules) are polled in groups
 /// (Unix): an idle thread blocked in `accept()` costs about 10 KiB of memory and, on Linux, a
 /// reserved file descriptor, per listener (README "Many rules").
+#[cfg(unix)]
 const THREAD_PER_LISTENER_UP_TO: usize = 64;
 
 /// Listeners one polling thread serves: each `poll()` takes time in proportion to them.
 #[cfg(unix)]
 const POLL_GROUP: usize = 1024;
 
-/// Starts accepting on every listener (see [`THREAD_PER_LISTENER_UP_TO`]); each is announced
+/// Starts accepting on every listener (see `THREAD_PER_LISTENER_UP_TO`); each is announced
 /// `listening on ADDR (rule LABEL)` once its thread runs.
 fn start_accepting(
     serving: Vec<(Listener, Arc<RuleState>)>,

@@ -2,6 +2,7 @@
 //! counters, and how a finished connection is logged and counted.
 
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -103,6 +104,7 @@ struct Slots {
     used: Mutex<usize>,
     freed: Condvar,
     /// A listener polled with others found the rule full and stopped accepting.
+    #[cfg(unix)]
     paused: AtomicBool,
 }
 
@@ -139,6 +141,7 @@ impl Slot {
     /// Takes a free place without waiting; `None` while the rule is full (the first time,
     /// counted as a pause and logged as [`Slot::acquire`] does). For a listener polled with
     /// others, whose thread must not wait for one rule.
+    #[cfg(unix)]
     pub fn try_acquire(state: &Arc<RuleState>) -> Option<Slot> {
         let slots = &state.slots;
         let max = state.rule.options.max_conns;
@@ -164,6 +167,7 @@ impl Slot {
     }
 
     /// Whether the rule has a free place now.
+    #[cfg(unix)]
     pub fn available(state: &RuleState) -> bool {
         let used = state.slots.used.lock().unwrap_or_else(|e| e.into_inner());
         *used < state.rule.options.max_conns
