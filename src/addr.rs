@@ -31,10 +31,16 @@ impl HostPort {
             return Err(format!("'{text}' has no host (expected HOST:PORT)"));
         }
         let port = parse_port(port, text, allow_zero)?;
-        Ok(HostPort {
-            host: parse_host(host, text)?,
-            port,
-        })
+        let host = if text.starts_with('[') {
+            // Brackets hold an IPv6 address and nothing else (RFC 3986).
+            let ip = host
+                .parse::<Ipv6Addr>()
+                .map_err(|_| format!("'{text}': brackets hold an IPv6 address, e.g. [::1]:80"))?;
+            Host::Ip(IpAddr::V6(ip))
+        } else {
+            parse_host(host, text)?
+        };
+        Ok(HostPort { host, port })
     }
 
     /// Resolves the host now; a literal address resolves to itself.
@@ -293,9 +299,11 @@ fn parse_host(host: &str, text: &str) -> Result<Host, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(Host::Ip(ip));
     }
-    let name_ok = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    // No name starts with `-` (DNS labels do not), so none reads back as an option.
+    let name_ok = !host.starts_with('-')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
     if name_ok {
         Ok(Host::Name(host.to_string()))
     } else {
@@ -413,7 +421,20 @@ mod tests {
         let hp = HostPort::parse("app1.example:8080", false).unwrap();
         assert_eq!(hp.host, Host::Name("app1.example".into()));
         for bad in [
-            "", "host", ":80", "::1:80", "[::1]80", "h:0", "h:65536", "h:+1", "a b:1",
+            "",
+            "host",
+            ":80",
+            "::1:80",
+            "[::1]80",
+            "h:0",
+            "h:65536",
+            "h:+1",
+            "a b:1",
+            "[-x]:80",
+            "[h]:80",
+            "[1.2.3.4]:80",
+            "-x:80",
+            "-:80",
         ] {
             assert!(
                 HostPort::parse(bad, false).is_err(),

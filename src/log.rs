@@ -4,7 +4,8 @@ use crate::addr::Endpoint;
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::end::End;
 
@@ -125,26 +126,119 @@ fn line(args: fmt::Arguments) {
     let _ = writeln!(err, "{args}");
 }
 
-/// Logs a recurring trouble once per burst: the first time, then not again until it cleared.
-#[derive(Default)]
-pub struct Burst(AtomicBool);
+/// While a trouble lasts, it is logged again at most this often.
+pub const REPEAT: Duration = Duration::from_secs(5);
+
+/// A burst ends only once its trouble has not happened for this long, so a trouble that
+/// comes and goes (a freed place taken at once, memory short now and then) stays one burst.
+pub const QUIET: Duration = Duration::from_secs(2);
+
+/// Logs a recurring trouble as a burst: one line when it starts, at most one line per
+/// [`REPEAT`] while it lasts (with how often it happened), and one line when it ends (the
+/// caller's, with what [`Burst::clear`] returns), once it has not happened for [`QUIET`]. A log ring on a router keeps the rest.
+pub struct Burst {
+    /// Whether a burst is on: the lock is taken only then (clearing is on every hot path).
+    on: AtomicBool,
+    span: Mutex<Span>,
+}
+
+/// The burst under way.
+struct Span {
+    since: Option<Instant>,
+    told: Option<Instant>,
+    last: Option<Instant>,
+    count: u64,
+}
+
+/// A burst that ended: how long it lasted and how often the trouble happened in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended {
+    /// From the first occurrence to the last.
+    pub lasted: Duration,
+    /// Occurrences, the first included.
+    pub count: u64,
+}
+
+impl fmt::Display for Ended {
+    /// `25.1 s`: how long it lasted, to a tenth of a second.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let tenths = self.lasted.as_secs() * 10 + u64::from(self.lasted.subsec_millis() / 100);
+        write!(f, "{}.{} s", tenths / 10, tenths % 10)
+    }
+}
+
+impl Default for Burst {
+    fn default() -> Burst {
+        Burst::new()
+    }
+}
 
 impl Burst {
     /// A burst that has not started (usable in a `static`).
     pub const fn new() -> Burst {
-        Burst(AtomicBool::new(false))
-    }
-
-    /// Logs `args` as a problem if this is the start of a burst.
-    pub fn problem(&self, args: fmt::Arguments) {
-        if !self.0.swap(true, Ordering::Relaxed) {
-            problem(args);
+        Burst {
+            on: AtomicBool::new(false),
+            span: Mutex::new(Span {
+                since: None,
+                told: None,
+                last: None,
+                count: 0,
+            }),
         }
     }
 
-    /// The trouble has cleared: the next occurrence is logged again.
-    pub fn clear(&self) {
-        self.0.store(false, Ordering::Relaxed);
+    fn span(&self) -> std::sync::MutexGuard<'_, Span> {
+        self.span.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One more occurrence: logs `args` as a problem if it starts a burst, or if the last line
+    /// about it is [`REPEAT`] old (then with how often it happened since).
+    pub fn problem(&self, args: fmt::Arguments) {
+        let now = Instant::now();
+        let mut span = self.span();
+        span.count += 1;
+        span.last = Some(now);
+        match (span.since, span.told) {
+            (None, _) | (_, None) => {
+                span.since = Some(now);
+                span.told = Some(now);
+                self.on.store(true, Ordering::Relaxed);
+                problem(args);
+            }
+            (Some(since), Some(told)) if now.duration_since(told) >= REPEAT => {
+                let lasted = Ended {
+                    lasted: now.duration_since(since),
+                    count: span.count,
+                };
+                span.told = Some(now);
+                problem(format_args!(
+                    "{args} (still: {} times in {lasted})",
+                    lasted.count
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// The trouble did not happen this time: if a burst is on and its trouble has not
+    /// happened for [`QUIET`], the burst is over; returns it for the caller to log one line
+    /// about. The next occurrence starts a new burst.
+    pub fn clear(&self) -> Option<Ended> {
+        if !self.on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut span = self.span();
+        let (since, last) = (span.since?, span.last?);
+        if last.elapsed() < QUIET {
+            return None;
+        }
+        self.on.store(false, Ordering::Relaxed);
+        let count = std::mem::take(&mut span.count);
+        (span.since, span.told, span.last) = (None, None, None);
+        Some(Ended {
+            lasted: last.duration_since(since),
+            count,
+        })
     }
 }
 
@@ -169,5 +263,27 @@ mod tests {
             "client=127.0.0.2:40000 listen=:8080 target=- up=12 down=3456 dur=1.234 \
              end=auth-failed user=mal\\u{20}lory"
         );
+    }
+
+    #[test]
+    fn a_burst_counts_its_occurrences_and_ends_once_quiet() {
+        let burst = Burst::new();
+        assert_eq!(burst.clear(), None);
+        for _ in 0..5 {
+            burst.problem(format_args!("trouble"));
+        }
+        // Not yet quiet: still the same burst.
+        assert_eq!(burst.clear(), None);
+        burst.problem(format_args!("trouble"));
+        std::thread::sleep(QUIET);
+        let ended = burst.clear().unwrap();
+        assert_eq!(ended.count, 6);
+        assert!(ended.lasted < QUIET, "{ended}");
+        assert_eq!(burst.clear(), None);
+        let shown = Ended {
+            lasted: Duration::from_millis(25_160),
+            count: 1,
+        };
+        assert_eq!(shown.to_string(), "25.1 s");
     }
 }

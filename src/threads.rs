@@ -12,7 +12,9 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::deadline::Deadline;
 
 /// Stack size of every thread tcpfwd starts. The relay keeps its bulk buffers on the heap, so
 /// its threads need little stack: the deepest path (name resolution through the C library, a
@@ -73,7 +75,7 @@ impl Spares {
 
     /// Called by a thread whose work is done: waits up to [`SPARE_WAIT`] for new work.
     fn wait_for_work(&self) -> Option<Work> {
-        let deadline = Instant::now() + SPARE_WAIT;
+        let deadline = Deadline::after(SPARE_WAIT);
         let mut state = self.lock();
         if state.waiting >= MAX_SPARES {
             return None;
@@ -85,11 +87,10 @@ impl Spares {
                 state.waiting -= 1;
                 return Some(work);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some(left) = deadline.left() else {
                 state.waiting -= 1;
                 return None;
-            }
+            };
             state = self
                 .wake
                 .wait_timeout(state, left)
@@ -170,6 +171,7 @@ fn run(first: Work) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn results_and_panics_reach_the_caller() {

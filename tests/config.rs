@@ -85,14 +85,14 @@ fn check_prints_rules_with_comments_quotes_and_command_line_defaults() {
         "--stats 127.0.0.1:9100 -q".to_string(),
         "127.0.0.1:8080 127.0.0.1:1,weight=3 127.0.0.1:2,backup --balance round-robin \
          --health-interval 0 --down-after 1 --down-for 10s --connect-timeout 5s \
-         --idle-timeout 5m --fin-timeout 1m --keepalive 1m --max-conns 1024 --buffer-size 64k"
+         --idle-timeout 5m --fin-timeout 1m --keepalive 1m --max-conns 1024 --backlog 1024 --buffer-size 64k"
             .to_string(),
         "[::1]:8081 127.0.0.1:3 --balance least-conn --health-interval 0 --down-after 1 \
          --down-for 10s --connect-timeout 5s --idle-timeout 7s --fin-timeout 1m --keepalive 1m \
-         --max-conns 1024 --buffer-size 64k"
+         --max-conns 1024 --backlog 1024 --buffer-size 64k"
             .to_string(),
         "--connect :3128 --connect-ports 443,8443 --auth \"b\\\"ob:***\" --connect-timeout 5s \
-         --idle-timeout 7s --fin-timeout 1m --keepalive 1m --max-conns 1024 --buffer-size 64k"
+         --idle-timeout 7s --fin-timeout 1m --keepalive 1m --max-conns 1024 --backlog 1024 --buffer-size 64k"
             .to_string(),
     ];
     assert_eq!(out.lines().collect::<Vec<_>>(), want);
@@ -201,4 +201,125 @@ fn a_busy_port_stops_start_up_before_anything_is_served() {
         "{log}"
     );
     assert!(!log.contains("listening on"), "{log}");
+}
+
+#[test]
+fn reading_a_config_has_limits_and_echoes_little() {
+    // A device or a huge file fails at once, naming the limit, without being read whole.
+    let started = std::time::Instant::now();
+    let (code, _, err) = run(&["--check", "--config", "/dev/zero"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("/dev/zero") && err.contains("larger than 4 MiB"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A long bad token is shown as a short prefix; control bytes are escaped.
+    let long = format!(":1 a:1 --idle-timeout {}x\n", "9".repeat(1_000_000));
+    let (code, _, err) = run(&[
+        "--check",
+        "--config",
+        temp_file("long.conf", &long).to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.len() < 300, "{} bytes of error", err.len());
+    assert!(err.contains(":1: --idle-timeout: '999"), "{err}");
+    let (code, _, err) = run(&["--check", ":1", "a:1", "--balance", "\u{1b}[2J\u{7}"]);
+    assert_eq!(code, Some(2));
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+    assert!(err.contains("\\u{1b}[2J\\u{7}"), "{err:?}");
+    // A byte that is not UTF-8, even in a comment, names its line.
+    let path = temp_file("latin1.conf", "");
+    std::fs::write(&path, b":1 a:1\n\n# caf\xe9\n").unwrap();
+    let (code, _, err) = run(&["--check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("latin1.conf:3: byte 0xe9 at column 6 is not UTF-8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn limits_are_checked_when_the_rules_are_read() {
+    let usage_error = |args: &[&str], says: &str| {
+        let (code, out, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    // Probes faster than 100 ms would fill the target's TIME_WAIT table.
+    usage_error(
+        &["--check", ":1", "a:1", "--health-interval", "1ms"],
+        "shorter than 100ms",
+    );
+    usage_error(
+        &["--check", ":1", "a:1", "--health-interval", "0.9ms"],
+        "less than a millisecond",
+    );
+    usage_error(
+        &["--check", ":1", "a:1", "--idle-timeout", ".5ms"],
+        "less than a millisecond",
+    );
+    usage_error(
+        &["--check", ":1", "a:1", "--idle-timeout", "8760.000000001h"],
+        "longer than a year",
+    );
+    usage_error(
+        &["--check", ":1", "[-x]:80"],
+        "brackets hold an IPv6 address",
+    );
+    usage_error(&["--check", ":1", "--", "-x:80"], "not a host name");
+    usage_error(
+        &["--check", ":1", "a:1", "--max-conns", "999999999999999999"],
+        "more than 1000000",
+    );
+    usage_error(
+        &["--check", ":1", "a:1,max-conns=18446744073709551615"],
+        "more than 1000000",
+    );
+    let (code, out, err) = run(&[
+        "--check",
+        ":1",
+        "a:1",
+        "--health-interval",
+        "100ms",
+        "--idle-timeout",
+        "1.0004s",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("--health-interval 100ms") && out.contains("--idle-timeout 1s"),
+        "{out}"
+    );
+}
+
+#[test]
+fn two_rules_at_the_largest_max_conns_start_with_both_capped_alike() {
+    // The sum of --max-conns over rules saturates instead of wrapping (which once cut both to 1).
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    let config = temp_file(
+        "big.conf",
+        &format!(
+            "127.0.0.1:0 {target} --max-conns 1000000\n127.0.0.1:0 {target} --max-conns 1000000\n"
+        ),
+    );
+    let fwd = Tcpfwd::spawn(&["--config", config.to_str().unwrap()]);
+    fwd.wait_lines("listening on ", 2);
+    let warning = fwd.wait_line("warning:");
+    assert!(warning.contains("fewer than 2000000"), "{warning}");
+    let now: Vec<&str> = warning
+        .rsplit("is now ")
+        .next()
+        .unwrap()
+        .split(", ")
+        .collect();
+    assert_eq!(now.len(), 2, "{warning}");
+    let capped = |part: &str| part.split(' ').next().unwrap().parse::<u64>().unwrap();
+    assert_eq!(capped(now[0]), capped(now[1]), "{warning}");
+    assert!(capped(now[0]) > 1, "{warning}");
+    let mut client = connect(fwd.addrs()[1]);
+    client.write_all(b"ok").unwrap();
+    let mut back = [0; 2];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ok");
 }

@@ -58,8 +58,8 @@ fn running_out_of_descriptors_is_not_blamed_on_the_targets() {
     let (ta, tb) = (a.addr.to_string(), b.addr.to_string());
     // 100 open files allow 26 connections at start-up, but 60 are taken by inherited
     // descriptors, so only about 18 fit: accepts, connects to the targets and the health
-    // probes (every 50 ms) run out of descriptors while 30 clients are held.
-    let args = ["127.0.0.1:0", &ta, &tb, "--health-interval", "50ms"];
+    // probes (every 100 ms, the shortest interval) run out of descriptors while 30 clients are held.
+    let args = ["127.0.0.1:0", &ta, &tb, "--health-interval", "100ms"];
     let fwd = Tcpfwd::start_with_fd_limit_holding(100, 60, &args);
     let clients: Vec<TcpStream> = (0..30).map(|_| connect(fwd.addr())).collect();
     fwd.wait_line("too many open files");

@@ -102,7 +102,7 @@ mod tests {
             r.to_string(),
             ":8080 10.0.0.5:80 --balance round-robin --health-interval 0 --down-after 1 \
              --down-for 10s --connect-timeout 5s --idle-timeout 0 --fin-timeout 1m \
-             --keepalive 1m --max-conns 1024 --buffer-size 64k"
+             --keepalive 1m --max-conns 1024 --backlog 1024 --buffer-size 64k"
         );
     }
 
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(printed.lines().count(), 1, "{printed}");
         assert!(printed.starts_with("127.0.0.1:9000-9099 app:7000-7099,weight=2 one:80 "));
         assert!(printed.trim_end().ends_with("# 100 ports"), "{printed}");
-        let again = file::parse(&printed, "check", &RuleDraft::default()).unwrap();
+        let again = file::parse(printed.as_bytes(), "check", &RuleDraft::default()).unwrap();
         assert_eq!(again.rules, all);
         let again = crate::config::Listing(&again.rules).to_string();
         assert_eq!(again, printed);
@@ -256,7 +256,7 @@ mod tests {
         if let Ok(Command::Run(setup)) = parse_args(tokens.iter().map(OsString::from).collect()) {
             let printed = crate::config::Listing(&setup.rules).to_string();
             assert!(printed.starts_with("\"unix:/tmp/a b.sock\" "), "{printed}");
-            let again = file::parse(&printed, "check", &RuleDraft::default()).unwrap();
+            let again = file::parse(printed.as_bytes(), "check", &RuleDraft::default()).unwrap();
             assert_eq!(again.rules, setup.rules);
         }
     }
@@ -275,6 +275,7 @@ mod tests {
             "--fin-timeout",
             "--keepalive",
             "--max-conns",
+            "--backlog",
             "--allow",
             "--deny",
             "--buffer-size",

@@ -28,15 +28,68 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            Error::Usage(message) => write!(f, "{message}"),
+            Error::Usage(message) => write!(f, "{}", Tidy(message)),
             Error::Line {
                 path,
                 line,
                 message,
-            } => write!(f, "{path}:{line}: {message}"),
-            Error::File { path, reason } => write!(f, "cannot read config file {path}: {reason}"),
+            } => write!(f, "{}:{line}: {}", Tidy(path), Tidy(message)),
+            Error::File { path, reason } => {
+                write!(f, "cannot read config file {}: {reason}", Tidy(path))
+            }
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// The longest run of non-blank characters shown from a message (a value echoed from the
+/// command line or a file); the rest of it is left out.
+const MAX_WORD: usize = 60;
+/// The most characters shown of one message.
+const MAX_MESSAGE: usize = 400;
+
+/// A message as it may reach a terminal: control characters escaped, each echoed value cut
+/// to a short prefix, the whole bounded (a 100 MB token is shown as its first bytes).
+struct Tidy<'a>(&'a str);
+
+impl fmt::Display for Tidy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let (mut shown, mut word) = (0, 0);
+        for c in self.0.chars() {
+            if shown >= MAX_MESSAGE {
+                return f.write_str("...");
+            }
+            word = if c == ' ' { 0 } else { word + 1 };
+            if word == MAX_WORD + 1 {
+                f.write_str("...")?;
+            }
+            if word > MAX_WORD {
+                continue;
+            }
+            shown += 1;
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_values_are_short_and_escaped() {
+        let long = "x".repeat(100_000_000 / 1000);
+        let shown = Error::Usage(format!("'{long}' is not a duration")).to_string();
+        assert_eq!(shown, format!("'{}... is not a duration", "x".repeat(59)));
+        let controls = Error::Usage("'a\u{1b}[2Jb\r' is bad".into()).to_string();
+        assert_eq!(controls, "'a\\u{1b}[2Jb\\r' is bad");
+        let words = Error::Usage("ab ".repeat(1000)).to_string();
+        assert!(words.len() <= MAX_MESSAGE + 3, "{}", words.len());
+    }
+}

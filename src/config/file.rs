@@ -1,6 +1,7 @@
 //! The config file: one rule per line, each line a command line for the same parser.
 
 use std::ffi::OsString;
+use std::io::Read;
 use std::path::Path;
 
 use crate::config::error::Error;
@@ -16,28 +17,52 @@ pub(crate) struct File {
     pub(crate) process: ProcessDraft,
 }
 
+/// The largest config file read: 10,000 rules of 400 bytes fit, and a wrong path (a
+/// device, a log) fails at once with bounded memory instead of being read whole.
+pub(crate) const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+
 /// Reads and parses `path`; `defaults` are the rule options given on the command line.
 pub(crate) fn load(path: &Path, defaults: &RuleDraft) -> Result<File, Error> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::File {
+    let failed = |e: std::io::Error| Error::File {
         path: shown.clone(),
         reason: reason(&e),
-    })?;
-    parse(&text, &shown, defaults)
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes))
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(Error::File {
+            path: shown,
+            reason: format!("larger than {} MiB, the limit", MAX_FILE_SIZE >> 20),
+        });
+    }
+    parse(&bytes, &shown, defaults)
 }
 
-/// Parses a config file's text; `path` is used in messages only.
-pub(crate) fn parse(text: &str, path: &str, defaults: &RuleDraft) -> Result<File, Error> {
+/// Parses a config file's bytes; `path` is used in messages only. A byte that is not UTF-8
+/// is an error naming its line.
+pub(crate) fn parse(text: &[u8], path: &str, defaults: &RuleDraft) -> Result<File, Error> {
     let mut file = File {
         rules: Vec::new(),
         process: ProcessDraft::default(),
     };
-    for (index, raw) in text.lines().enumerate() {
+    let lines = text.split(|&b| b == b'\n');
+    for (index, raw) in lines.enumerate() {
         let at = |message: String| Error::Line {
             path: path.to_string(),
             line: index + 1,
             message,
         };
+        let raw = std::str::from_utf8(raw).map_err(|e| {
+            let column = e.valid_up_to() + 1;
+            let byte = raw.get(e.valid_up_to()).copied().unwrap_or(0);
+            at(format!(
+                "byte 0x{byte:02x} at column {column} is not UTF-8 (write the file as UTF-8)"
+            ))
+        })?;
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
         let tokens = split(raw).map_err(|m| at(m.to_string()))?;
         if tokens.is_empty() {
             continue;
@@ -132,7 +157,7 @@ mod tests {
         let defaults = parse_line(vec!["--idle-timeout".into(), "7s".into()])
             .unwrap()
             .rule;
-        let file = parse(text, "t.conf", &defaults).unwrap();
+        let file = parse(text.as_bytes(), "t.conf", &defaults).unwrap();
         assert_eq!(file.rules.len(), 2);
         assert_eq!(
             file.rules[0].options.idle_timeout,
@@ -148,7 +173,11 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let d = RuleDraft::default();
-        let err = |text: &str| parse(text, "t.conf", &d).err().map(|e| e.to_string());
+        let err = |text: &str| {
+            parse(text.as_bytes(), "t.conf", &d)
+                .err()
+                .map(|e| e.to_string())
+        };
         assert_eq!(
             err(":1 a:1\n\n:2 a:1 --foo\n").as_deref(),
             Some("t.conf:3: unknown option --foo")
@@ -167,5 +196,11 @@ mod tests {
         assert!(err(":1 a:1\n--config x\n")
             .unwrap()
             .starts_with("t.conf:2:"));
+        let latin1 = parse(b":1 a:1\n# caf\xe9\n", "t.conf", &d).err();
+        assert_eq!(
+            latin1.map(|e| e.to_string()).as_deref(),
+            Some("t.conf:2: byte 0xe9 at column 6 is not UTF-8 (write the file as UTF-8)")
+        );
+        assert!(parse(b":1 a:1\r\n", "t.conf", &d).is_ok());
     }
 }

@@ -21,6 +21,7 @@ Rule options:                                      default
   --fin-timeout DUR     close half-closed pair quiet for DUR       60s
   --keepalive DUR       TCP keepalive idle time, whole seconds     60s
   --max-conns N         connections at once; then stop accepting   1024
+  --backlog N           clients the kernel queues (<= somaxconn)   1024
   --allow CIDR          accept only these clients (repeatable)     all
   --deny CIDR           refuse these clients (repeatable, wins)    none
   --buffer-size SIZE    copy buffer per direction                  64k
@@ -29,7 +30,7 @@ Rule options:                                      default
   --nagle               leave Nagle's algorithm on                 off
   --proxy-protocol V    send PROXY header v1|v2 to the target      off
   --accept-proxy        expect a PROXY header from each client     off
-  --health-interval DUR active TCP health probes                   off
+  --health-interval DUR active TCP health probes (>= 100ms)        off
   --down-after N        failed connects that mark a target down    1
   --down-for DUR        how long a failed target is skipped        10s
   --connect-ports LIST  CONNECT: allowed ports, or any             443

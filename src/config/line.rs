@@ -77,6 +77,7 @@ pub(crate) struct RuleDraft {
     fin_timeout: Option<Option<Duration>>,
     keepalive: Option<Option<Duration>>,
     max_conns: Option<usize>,
+    backlog: Option<u32>,
     allow: Option<Vec<Cidr>>,
     deny: Option<Vec<Cidr>>,
     buffer_size: Option<usize>,
@@ -110,7 +111,7 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
             }
             Long("balance") => d.balance = Some(value(&mut p, "balance", Balance::parse)?),
             Long("health-interval") => {
-                d.health_interval = Some(value(&mut p, "health-interval", parse_timeout)?)
+                d.health_interval = Some(value(&mut p, "health-interval", parse_interval)?)
             }
             Long("down-after") => d.down_after = Some(value(&mut p, "down-after", parse_count)?),
             Long("down-for") => d.down_for = Some(value(&mut p, "down-for", parse_duration)?),
@@ -136,7 +137,8 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
                 d.fin_timeout = Some(value(&mut p, "fin-timeout", parse_timeout)?)
             }
             Long("keepalive") => d.keepalive = Some(value(&mut p, "keepalive", parse_keepalive)?),
-            Long("max-conns") => d.max_conns = Some(value(&mut p, "max-conns", parse_count)?),
+            Long("max-conns") => d.max_conns = Some(value(&mut p, "max-conns", parse_max_conns)?),
+            Long("backlog") => d.backlog = Some(value(&mut p, "backlog", parse_backlog)?),
             Long("allow") => push(&mut d.allow, value(&mut p, "allow", Cidr::parse)?),
             Long("deny") => push(&mut d.deny, value(&mut p, "deny", Cidr::parse)?),
             Long("buffer-size") => {
@@ -231,6 +233,42 @@ fn parse_count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Resu
     }
 }
 
+/// The most `--max-conns` (and a target's `max-conns=`) can be: two threads each, far beyond
+/// what any kernel holds, and small enough that sums over many rules never overflow.
+pub(crate) const MAX_CONNS: usize = 1_000_000;
+
+fn parse_max_conns(text: &str) -> Result<usize, String> {
+    match parse_count(text)? {
+        n if n <= MAX_CONNS => Ok(n),
+        _ => Err(format!("'{text}' is more than {MAX_CONNS}")),
+    }
+}
+
+/// The largest `--backlog`: the kernel caps it at `net.core.somaxconn` anyway.
+const MAX_BACKLOG: u32 = 65_535;
+
+fn parse_backlog(text: &str) -> Result<u32, String> {
+    match parse_count(text)? {
+        n if n <= MAX_BACKLOG => Ok(n),
+        _ => Err(format!("'{text}' is more than {MAX_BACKLOG}")),
+    }
+}
+
+/// The shortest `--health-interval`: each round probes every target, and a probe leaves a
+/// socket in TIME_WAIT for a minute.
+pub(crate) const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `0` means off; otherwise at least [`MIN_HEALTH_INTERVAL`].
+fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
+    match parse_timeout(text)? {
+        Some(d) if d < MIN_HEALTH_INTERVAL => Err(format!(
+            "'{text}' is shorter than {}ms (0 turns probes off)",
+            MIN_HEALTH_INTERVAL.as_millis()
+        )),
+        other => Ok(other),
+    }
+}
+
 /// `0` means never.
 fn parse_timeout(text: &str) -> Result<Option<Duration>, String> {
     let d = parse_duration(text)?;
@@ -294,6 +332,10 @@ fn parse_ports(text: &str) -> Result<Ports, String> {
 }
 
 fn parse_credential(text: &str) -> Result<Credential, String> {
+    // RFC 7617 allows no control characters in either; none then reaches a log or terminal.
+    if text.chars().any(char::is_control) {
+        return Err("control characters are not allowed in USER:PASS".into());
+    }
     match text.split_once(':') {
         Some((user, password)) if !user.is_empty() => Ok(Credential {
             user: user.into(),
@@ -323,7 +365,7 @@ pub(crate) fn parse_target(text: &str) -> Result<TargetDraft, String> {
                     .ok_or_else(|| format!("'{text}': weight must be 1 to 1000"))?;
             }
             Some(("max-conns", n)) => {
-                target.max_conns = Some(parse_count(n).map_err(|e| format!("'{text}': {e}"))?)
+                target.max_conns = Some(parse_max_conns(n).map_err(|e| format!("'{text}': {e}"))?)
             }
             None if flag == "backup" => target.backup = true,
             _ => {
@@ -419,6 +461,7 @@ fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule, String> {
         fin_timeout: pick(&line.fin_timeout, &defaults.fin_timeout).unwrap_or(base.fin_timeout),
         keepalive: pick(&line.keepalive, &defaults.keepalive).unwrap_or(base.keepalive),
         max_conns: pick(&line.max_conns, &defaults.max_conns).unwrap_or(base.max_conns),
+        backlog: pick(&line.backlog, &defaults.backlog).unwrap_or(base.backlog),
         clients: Acl {
             allow: pick(&line.allow, &defaults.allow).unwrap_or_default(),
             deny: pick(&line.deny, &defaults.deny).unwrap_or_default(),

@@ -13,6 +13,11 @@ use crate::wire::proxy_header::Version as ProxyVersion;
 /// threshold (128 KiB and above slow connection set-up, NOTES.md).
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 
+/// The listen backlog unless `--backlog` says otherwise: a burst of 1,000 clients waits in
+/// the kernel instead of retrying its SYN 1-3 s later (std listens with 128). Linux caps it at
+/// `net.core.somaxconn` (4096 since Linux 5.4, 128 before).
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
 /// One listener and what to do with each connection it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -172,6 +177,9 @@ pub struct Options {
     pub keepalive: Option<Duration>,
     /// Client connections at once on this rule.
     pub max_conns: usize,
+    /// The listen backlog: connections the kernel completes and queues while the rule does
+    /// not accept (at `--max-conns`, or between two accepts).
+    pub backlog: u32,
     /// Client address filter.
     pub clients: Acl,
     /// Copy buffer per direction, bytes.
@@ -196,6 +204,7 @@ impl Default for Options {
             fin_timeout: Some(Duration::from_secs(60)),
             keepalive: Some(Duration::from_secs(60)),
             max_conns: 1024,
+            backlog: DEFAULT_BACKLOG,
             clients: Acl::default(),
             buffer_size: DEFAULT_BUFFER_SIZE,
             segment_size: None,

@@ -3,57 +3,93 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The longest duration any option takes: a year is far beyond any sensible timeout.
+const MAX_MS: u64 = 365 * 86_400_000;
+
+/// At most this many digits after the decimal point (a millisecond of an hour needs 7).
+const MAX_FRACTION_DIGITS: usize = 9;
+
 /// Parses a duration as the SPEC writes it. A bare number is seconds (nginx's convention).
+/// Every duration has millisecond precision: finer fractions round to the nearest
+/// millisecond, and a duration above 0 but below a millisecond is an error, so what
+/// `--check` prints is exactly what is used.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const MS: u64 = 1_000; // in microseconds
     let (number, unit) = if let Some(n) = text.strip_suffix("ms") {
-        (n, MS)
+        (n, 1)
     } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1_000 * MS)
+        (n, 1_000)
     } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000 * MS)
+        (n, 60_000)
     } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3_600_000 * MS)
+        (n, 3_600_000)
     } else {
-        (text, 1_000 * MS)
+        (text, 1_000)
     };
-    let micros = parse_decimal(number, unit)
-        .ok_or_else(|| format!("'{text}' is not a duration (examples: 250ms, 5s, 1.5s, 2m, 1h)"))?;
-    // A year is far beyond any sensible timeout.
-    match micros {
-        Some(us) if us <= 365 * 86_400_000 * MS => Ok(Duration::from_micros(us)),
-        _ => Err(format!("'{text}' is too long a duration")),
+    let bad = || format!("'{text}' is not a duration (examples: 250ms, 5s, 1.5s, 2m, 1h)");
+    match parse_decimal(number, unit).ok_or_else(bad)? {
+        Millis::Exact(ms) if ms > MAX_MS => Err(format!("'{text}' is longer than a year")),
+        Millis::Exact(ms) => Ok(Duration::from_millis(ms)),
+        Millis::TooLong => Err(format!("'{text}' is longer than a year")),
+        Millis::TooFine => Err(format!(
+            "'{text}' is less than a millisecond, the precision of every duration"
+        )),
+        Millis::TooManyDigits => Err(format!(
+            "'{text}': at most {MAX_FRACTION_DIGITS} digits after the point"
+        )),
     }
 }
 
+/// A decimal number of some unit, in milliseconds.
+enum Millis {
+    /// Rounded to the nearest millisecond (at most [`MAX_MS`], or one more).
+    Exact(u64),
+    /// More than [`MAX_MS`], exactly.
+    TooLong,
+    /// More than 0, less than a millisecond.
+    TooFine,
+    /// More than [`MAX_FRACTION_DIGITS`] after the point.
+    TooManyDigits,
+}
+
 /// Parses a non-negative decimal number without exponent or sign (`5`, `1.5`, `.5`, `5.`)
-/// and multiplies it by `unit`, rounding to the nearest integer: `None` when the text is not
-/// such a number, `Some(None)` when the product does not fit.
+/// of `unit` milliseconds: `None` when the text is not such a number.
 ///
 /// Integer arithmetic on purpose: `str::parse::<f64>` alone adds about 20 KB of tables and
 /// code to the binary, a tenth of it on a router.
-fn parse_decimal(text: &str, unit: u64) -> Option<Option<u64>> {
+fn parse_decimal(text: &str, unit: u64) -> Option<Millis> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
     if whole.len() + fraction.len() == 0 || !digits(whole) || !digits(fraction) {
         return None;
     }
+    if fraction.len() > MAX_FRACTION_DIGITS {
+        return Some(Millis::TooManyDigits);
+    }
     let mut total = Some(0u64);
     for b in whole.bytes() {
         total = total.and_then(|t| t.checked_mul(10)?.checked_add(u64::from(b - b'0')));
     }
-    let total = total.and_then(|t| t.checked_mul(unit));
-    // Nine fraction digits are below a microsecond for every unit (an hour is 3.6e9 us), and
-    // keep `fraction * unit` (< 1e9 * 3.6e9) inside u64.
-    let fraction = fraction.get(..fraction.len().min(9)).unwrap_or("");
+    let Some(total) = total.and_then(|t| t.checked_mul(unit)) else {
+        return Some(Millis::TooLong);
+    };
+    // The fraction exactly: `part` ms and `rest / scale` of one more (part * scale < 1e9 *
+    // 3.6e6: inside u64).
     let mut scale = 1u64;
-    let mut part = 0u64;
+    let mut fraction_value = 0u64;
     for b in fraction.bytes() {
         scale *= 10;
-        part = part * 10 + u64::from(b - b'0');
+        fraction_value = fraction_value * 10 + u64::from(b - b'0');
     }
-    let part = (part.saturating_mul(unit) + scale / 2) / scale;
-    Some(total.and_then(|t| t.checked_add(part)))
+    let product = fraction_value * unit;
+    let (part, rest) = (product / scale, product % scale);
+    let exact = total.saturating_add(part);
+    Some(if exact > MAX_MS || (exact == MAX_MS && rest > 0) {
+        Millis::TooLong
+    } else if exact == 0 && rest > 0 {
+        Millis::TooFine
+    } else {
+        Millis::Exact(exact + u64::from(rest * 2 >= scale && rest > 0))
+    })
 }
 
 /// A duration in whole milliseconds, without the u128 arithmetic of `Duration::as_millis`
@@ -136,13 +172,32 @@ mod tests {
         assert_eq!(parse_duration(".5s"), Ok(ms(500)));
         assert_eq!(parse_duration("5."), Ok(ms(5_000)));
         assert_eq!(parse_duration("0.25m"), Ok(ms(15_000)));
-        assert_eq!(parse_duration("1.0005ms"), Ok(Duration::from_micros(1_001)));
+        // Millisecond precision: finer fractions round, less than one is an error.
+        assert_eq!(parse_duration("1.0005ms"), Ok(ms(1)));
+        assert_eq!(parse_duration("1.5ms"), Ok(ms(2)));
+        assert_eq!(parse_duration("0.123456789s"), Ok(ms(123)));
+        assert_eq!(parse_duration("0.0000003h"), Ok(ms(1)));
         assert_eq!(
-            parse_duration("0.1234567891234s"),
-            Ok(Duration::from_micros(123_457))
+            parse_duration("0.000000001s"),
+            Err(
+                "'0.000000001s' is less than a millisecond, the precision of every duration".into()
+            )
         );
+        assert!(parse_duration(".5ms")
+            .unwrap_err()
+            .contains("less than a millisecond"));
+        assert!(parse_duration("0.9ms").is_err());
+        assert!(parse_duration("0.1234567891234s")
+            .unwrap_err()
+            .contains("at most 9 digits"));
         assert_eq!(parse_duration("8760h"), Ok(ms(8760 * 3_600_000)));
+        assert_eq!(parse_duration("0.000h"), Ok(ms(0)));
         assert!(parse_duration("8761h").is_err());
+        // A year and a nanosecond of an hour is more than a year, exactly.
+        assert!(parse_duration("8760.000000001h")
+            .unwrap_err()
+            .contains("longer than a year"));
+        assert!(parse_duration("8759.9999999h").is_ok());
         assert!(parse_duration("99999999999999999999999s").is_err());
         for bad in [
             "",
@@ -175,7 +230,9 @@ mod tests {
 
     #[test]
     fn shown_values_parse_back() {
-        for text in ["250ms", "5s", "1500ms", "2m", "1h", "0"] {
+        for text in [
+            "250ms", "5s", "1500ms", "2m", "1h", "0", "1ms", "8760h", "61001ms",
+        ] {
             let d = parse_duration(text).unwrap();
             assert_eq!(parse_duration(&ShowDuration(d).to_string()), Ok(d));
         }

@@ -92,17 +92,20 @@ pub fn dial(target: &HostPort, budget: Duration) -> Result<(TcpStream, SocketAdd
 }
 
 /// Connects to the first of `addrs` that accepts before `deadline`; a local shortage ends
-/// the attempt at once.
+/// the attempt at once. Each address gets a fair share of the time left, `left / addresses
+/// left` (as Go's serial dialer does), so a black-holed first address cannot eat the whole
+/// budget; one that refuses hands the rest of its share on at once.
 pub fn dial_addrs(
     addrs: &[SocketAddr],
     deadline: Deadline,
 ) -> Result<(TcpStream, SocketAddr), DialError> {
     let mut last = DialError::TimedOut;
-    for addr in addrs {
+    for (tried, addr) in addrs.iter().enumerate() {
         let Some(left) = deadline.left() else {
             return Err(DialError::TimedOut);
         };
-        match TcpStream::connect_timeout(addr, left) {
+        let share = fair_share(left, addrs.len() - tried);
+        match TcpStream::connect_timeout(addr, share) {
             Ok(stream) => return Ok((stream, *addr)),
             Err(e)
                 if matches!(
@@ -121,9 +124,29 @@ pub fn dial_addrs(
     Err(last)
 }
 
+/// `left` split evenly over `addresses` (at least 1), never zero: `connect_timeout` refuses
+/// a zero timeout.
+fn fair_share(left: Duration, addresses: usize) -> Duration {
+    let n = u32::try_from(addresses.max(1)).unwrap_or(u32::MAX);
+    (left / n).max(Duration::from_millis(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_address_gets_a_fair_share_of_what_is_left() {
+        let s = Duration::from_secs;
+        assert_eq!(fair_share(s(5), 2), Duration::from_millis(2_500));
+        assert_eq!(fair_share(s(5), 1), s(5));
+        assert_eq!(fair_share(s(6), 3), s(2));
+        assert_eq!(fair_share(s(5), 0), s(5));
+        assert_eq!(
+            fair_share(Duration::from_nanos(10), 4),
+            Duration::from_millis(1)
+        );
+    }
 
     fn local(e: io::Error) -> bool {
         DialError::from_io(e, DialError::Refused).is_local()

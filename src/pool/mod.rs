@@ -203,7 +203,13 @@ impl Pool {
         let result = dial_target(&member.target.addr, self.connect_timeout);
         match &result {
             Ok(_) => {
-                self.shortage.clear();
+                if let Some(ended) = self.shortage.clear() {
+                    log::problem(format_args!(
+                        "connects to targets work again after {ended} ({} failed for want of \
+                         descriptors or memory here)",
+                        ended.count
+                    ));
+                }
                 member.succeeded();
             }
             Err(e) if e.is_local() => self.report_shortage(member, e),
@@ -234,8 +240,11 @@ impl Pool {
                 "every target is down ({}): trying them anyway",
                 labels.join(", ")
             ));
-        } else {
-            self.all_down.clear();
+        } else if let Some(ended) = self.all_down.clear() {
+            log::problem(format_args!(
+                "a target is up again after {ended} ({} clients tried them all)",
+                ended.count
+            ));
         }
         let allowed = |i: usize| fail_open || usable.get(i).copied().unwrap_or(false);
         let primaries: Vec<Candidate> = self

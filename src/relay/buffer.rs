@@ -6,7 +6,7 @@
 //! the direction goes on with the small buffer, slower but alive, and one line says so per
 //! burst, instead of the whole process aborting.
 
-use crate::log::Burst;
+use crate::log::{self, Burst};
 
 /// Size of the first read buffer, on the stack.
 pub const SMALL: usize = 128;
@@ -69,7 +69,12 @@ impl Buffer {
             self.size = SMALL;
             return;
         }
-        NO_MEMORY.clear();
+        if let Some(ended) = NO_MEMORY.clear() {
+            log::problem(format_args!(
+                "copy buffers can be allocated again after {ended} ({} relayed with {SMALL} bytes)",
+                ended.count
+            ));
+        }
         big.resize(self.size, 0);
         self.big = big;
     }

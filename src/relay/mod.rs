@@ -18,7 +18,7 @@ use std::net::Shutdown;
 use std::sync::Arc;
 
 use crate::end::End;
-use crate::log;
+use crate::log::{self, Burst};
 use crate::stream::Stream;
 use crate::sys;
 use crate::threads;
@@ -38,6 +38,9 @@ struct Pair {
     verdict: Verdict,
 }
 
+/// Relay threads that cannot be started, logged as a burst for the whole process.
+static NO_THREAD: Burst = Burst::new();
+
 /// Relays until both directions have ended; the calling thread copies client → target,
 /// a second thread copies target → client.
 pub fn relay(client: Stream, target: Stream, settings: Settings) -> Outcome {
@@ -53,10 +56,18 @@ pub fn relay(client: Stream, target: Stream, settings: Settings) -> Outcome {
 
     let other = Arc::clone(&pair);
     let down = match threads::spawn(move || other.copy(Direction::Down)) {
-        Ok(handle) => handle,
+        Ok(handle) => {
+            if let Some(ended) = NO_THREAD.clear() {
+                log::problem(format_args!(
+                    "relay threads start again after {ended} ({} connections ended for want of one)",
+                    ended.count
+                ));
+            }
+            handle
+        }
         Err(e) => {
             let why = sys::reason(&e);
-            log::problem(format_args!("cannot start a relay thread: {why}"));
+            NO_THREAD.problem(format_args!("cannot start a relay thread: {why}"));
             pair.abort(End::Error);
             return Outcome::nothing_relayed(End::Error);
         }

@@ -1,6 +1,6 @@
 //! Accept loops: a rule's (limits, back-off, handing each client on), one for the listeners of
 //! many rules at once, and the metrics one's. None ever exits or spins: a failing `accept()`
-//! backs off and is logged once per burst.
+//! backs off and is logged as a burst (start, end, at most one line per few seconds between).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::addr::Endpoint;
-use crate::log::Burst;
+use crate::log::{self, Burst};
 use crate::serve::listen::Listener;
 use crate::serve::session;
 use crate::serve::state::{RuleState, Slot};
@@ -47,7 +47,12 @@ fn start_session(
         ));
         backoff.wait();
     } else {
-        state.troubles.spawn.clear();
+        if let Some(ended) = state.troubles.spawn.clear() {
+            log::problem(format_args!(
+                "connection threads start again on {} after {ended} ({} clients dropped)",
+                state.label, ended.count
+            ));
+        }
         backoff.reset();
     }
 }
@@ -79,7 +84,12 @@ pub fn serve_many(group: Vec<(Listener, Arc<RuleState>)>) {
         let sockets: Vec<&Listener> = open.iter().map(|(l, _)| l).collect();
         let ready = match crate::sys::readable(&sockets, timeout) {
             Ok(ready) => {
-                trouble.clear();
+                if let Some(ended) = trouble.clear() {
+                    log::problem(format_args!(
+                        "waiting for clients works again after {ended} ({} failures)",
+                        ended.count
+                    ));
+                }
                 ready
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -108,7 +118,12 @@ fn accept_ready(listener: &Listener, state: &Arc<RuleState>, backoff: &mut Backo
         };
         match listener.accept() {
             Ok((stream, peer)) => {
-                state.troubles.accept.clear();
+                if let Some(ended) = state.troubles.accept.clear() {
+                    log::problem(format_args!(
+                        "accepting on {} again after {ended} ({} failed accepts)",
+                        state.label, ended.count
+                    ));
+                }
                 #[cfg(not(target_os = "linux"))]
                 let _ = stream.set_nonblocking(false);
                 start_session(stream, peer, slot, state, backoff);
@@ -172,7 +187,12 @@ impl<L: Accept> Acceptor<L> {
         loop {
             match self.socket.accept_client() {
                 Ok(client) => {
-                    trouble.clear();
+                    if let Some(ended) = trouble.clear() {
+                        log::problem(format_args!(
+                            "accepting on {label} again after {ended} ({} failed accepts)",
+                            ended.count
+                        ));
+                    }
                     return client;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

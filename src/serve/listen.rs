@@ -65,12 +65,23 @@ impl std::os::fd::AsRawFd for Listener {
 }
 
 /// Opens the sockets of a rule's listen address (see [`bind_listen`] for TCP; `--mss` does
-/// not apply to a Unix socket).
-pub fn open(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<Listener>, ListenError> {
+/// not apply to a Unix socket, `backlog` does).
+pub fn open(
+    listen: &ListenAddr,
+    mss: Option<u32>,
+    backlog: Option<u32>,
+) -> Result<Vec<Listener>, ListenError> {
     match listen {
         #[cfg(unix)]
-        ListenAddr::Unix(unix) => Ok(vec![Listener::Unix(unix_socket::bind(unix)?)]),
-        _ => Ok(bind_listen(listen, mss)?
+        ListenAddr::Unix(unix) => {
+            let socket = unix_socket::bind(unix)?;
+            if let Some(backlog) = backlog {
+                sys::set_unix_backlog(&socket, backlog)
+                    .map_err(|e| failed(&listen.to_string(), &e))?;
+            }
+            Ok(vec![Listener::Unix(socket)])
+        }
+        _ => Ok(bind_listen(listen, mss, backlog)?
             .into_iter()
             .map(Listener::Tcp)
             .collect()),
@@ -101,8 +112,12 @@ impl fmt::Display for ListenError {
 }
 
 /// Opens the sockets of a listen address: one, or for `:PORT` on a system without dual-stack
-/// sockets, one per family.
-pub fn bind_listen(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<TcpListener>, ListenError> {
+/// sockets, one per family; with `backlog`, that listen backlog instead of std's 128.
+pub fn bind_listen(
+    listen: &ListenAddr,
+    mss: Option<u32>,
+    backlog: Option<u32>,
+) -> Result<Vec<TcpListener>, ListenError> {
     let sockets = match listen {
         ListenAddr::AnyHost(port) => open_any(*port)?,
         ListenAddr::Host(hp) => {
@@ -122,6 +137,11 @@ pub fn bind_listen(listen: &ListenAddr, mss: Option<u32>) -> Result<Vec<TcpListe
     if let Some(mss) = mss {
         for socket in &sockets {
             sys::set_mss(socket, mss).map_err(|e| failed(&listen.to_string(), &e))?;
+        }
+    }
+    if let Some(backlog) = backlog {
+        for socket in &sockets {
+            sys::set_backlog(socket, backlog).map_err(|e| failed(&listen.to_string(), &e))?;
         }
     }
     Ok(sockets)

@@ -29,7 +29,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Opens the metrics listener (a name binds the first address it resolves to).
 pub fn bind_metrics(addr: &HostPort) -> Result<TcpListener, ListenError> {
-    let mut sockets = bind_listen(&ListenAddr::Host(addr.clone()), None)?;
+    let mut sockets = bind_listen(&ListenAddr::Host(addr.clone()), None, None)?;
     sockets.pop().ok_or_else(|| ListenError {
         addr: addr.to_string(),
         reason: "no socket".into(),

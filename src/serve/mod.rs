@@ -59,7 +59,8 @@ fn serve_all(mut setup: Setup) -> Result<(), ServeError> {
     limits::check(&mut setup.rules);
     let mut opened: Vec<(Rule, Vec<Listener>)> = Vec::new();
     for rule in setup.rules {
-        let sockets = listen::open(&rule.listen, rule.options.mss).map_err(ServeError::Listen)?;
+        let sockets = listen::open(&rule.listen, rule.options.mss, Some(rule.options.backlog))
+            .map_err(ServeError::Listen)?;
         let bound: Vec<SocketAddr> = sockets.iter().filter_map(Listener::local_addr).collect();
         if let Some(warning) = tunnel::open_proxy_warning(&rule, &bound) {
             log::problem(format_args!("{warning}"));

@@ -2,8 +2,6 @@
 //! counters, and how a finished connection is logged and counted.
 
 use std::net::SocketAddr;
-#[cfg(unix)]
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -103,9 +101,6 @@ impl RuleState {
 struct Slots {
     used: Mutex<usize>,
     freed: Condvar,
-    /// A listener polled with others found the rule full and stopped accepting.
-    #[cfg(unix)]
-    paused: AtomicBool,
 }
 
 /// One of the rule's `--max-conns` places, given back when dropped.
@@ -115,7 +110,9 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Waits until the rule has a free place and takes it.
+    /// Waits until the rule has a free place and takes it. Waiting at `--max-conns` is a
+    /// burst of trouble: one line when it starts, one when the rule has room again (how long,
+    /// how many clients had to wait), and at most one per [`log::REPEAT`] in between.
     pub fn acquire(state: &Arc<RuleState>) -> Slot {
         let slots = &state.slots;
         let max = state.rule.options.max_conns;
@@ -129,7 +126,12 @@ impl Slot {
             while *used >= max {
                 used = slots.freed.wait(used).unwrap_or_else(|e| e.into_inner());
             }
-            state.troubles.full.clear();
+        } else if let Some(ended) = state.troubles.full.clear() {
+            // A place was free without waiting, and none was missing for a while.
+            log::problem(format_args!(
+                "{} accepting again after {ended} ({} clients waited)",
+                state.label, ended.count
+            ));
         }
         *used += 1;
         Slot {
@@ -138,26 +140,28 @@ impl Slot {
         }
     }
 
-    /// Takes a free place without waiting; `None` while the rule is full (the first time,
-    /// counted as a pause and logged as [`Slot::acquire`] does). For a listener polled with
-    /// others, whose thread must not wait for one rule.
+    /// Takes a free place without waiting; `None` while the rule is full (counted as a pause
+    /// and logged as [`Slot::acquire`] does). For a listener polled with others, whose thread
+    /// must not wait for one rule; it leaves the listener out of its poll until
+    /// [`Slot::available`].
     #[cfg(unix)]
     pub fn try_acquire(state: &Arc<RuleState>) -> Option<Slot> {
         let slots = &state.slots;
         let max = state.rule.options.max_conns;
         let mut used = slots.used.lock().unwrap_or_else(|e| e.into_inner());
         if *used >= max {
-            if !slots.paused.swap(true, Ordering::Relaxed) {
-                state.counters.accept_paused.add(1);
-                state.troubles.full.problem(format_args!(
-                    "{} has {max} connections (--max-conns): not accepting until one ends",
-                    state.label
-                ));
-            }
+            state.counters.accept_paused.add(1);
+            state.troubles.full.problem(format_args!(
+                "{} has {max} connections (--max-conns): not accepting until one ends",
+                state.label
+            ));
             return None;
         }
-        if slots.paused.swap(false, Ordering::Relaxed) {
-            state.troubles.full.clear();
+        if let Some(ended) = state.troubles.full.clear() {
+            log::problem(format_args!(
+                "{} accepting again after {ended} ({} clients waited)",
+                state.label, ended.count
+            ));
         }
         *used += 1;
         Some(Slot {

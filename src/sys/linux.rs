@@ -43,6 +43,7 @@ extern "C" {
     fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut u32)
         -> c_int;
     fn getrlimit(resource: c_int, limit: *mut Rlimit) -> c_int;
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
     fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
 }
 
@@ -80,6 +81,16 @@ pub fn get_int(sock: &impl AsRawFd, level: c_int, name: c_int) -> io::Result<c_i
     };
     if rc == 0 {
         Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `listen()` again on a listening socket: Linux takes the new backlog.
+pub fn listen_again(sock: &impl AsRawFd, backlog: c_int) -> io::Result<()> {
+    // SAFETY: the fd is open (borrowed); listen takes no pointers.
+    if unsafe { listen(sock.as_raw_fd(), backlog) } == 0 {
+        Ok(())
     } else {
         Err(io::Error::last_os_error())
     }

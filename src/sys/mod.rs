@@ -67,6 +67,40 @@ pub fn set_mss(listener: &TcpListener, mss: u32) -> io::Result<()> {
     }
 }
 
+/// Sets the listen backlog of a listening socket (std's `bind` listens with 128): Linux
+/// takes a second `listen()` and caps the value at `net.core.somaxconn`. Elsewhere a no-op:
+/// std's 128 stays.
+pub fn set_backlog(listener: &TcpListener, backlog: u32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let value = std::ffi::c_int::try_from(backlog).unwrap_or(std::ffi::c_int::MAX);
+        linux::listen_again(listener, value)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (listener, backlog);
+        Ok(())
+    }
+}
+
+/// [`set_backlog`] for a Unix-domain listener.
+#[cfg(unix)]
+pub fn set_unix_backlog(
+    listener: &std::os::unix::net::UnixListener,
+    backlog: u32,
+) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let value = std::ffi::c_int::try_from(backlog).unwrap_or(std::ffi::c_int::MAX);
+        linux::listen_again(listener, value)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (listener, backlog);
+        Ok(())
+    }
+}
+
 /// Whether an IPv6 listener refuses IPv4 clients (`None` where it cannot be read).
 pub fn v6only(listener: &TcpListener) -> Option<bool> {
     #[cfg(target_os = "linux")]

@@ -26,30 +26,30 @@ fn own_words(e: &io::Error) -> Option<&'static str> {
     #[cfg(unix)]
     match e.raw_os_error() {
         Some(24) => return Some("too many open files"),
-        Some(23) => return Some("too many open files in the system"),
+        Some(23) => return Some("too many open files in system"),
         _ => {}
     }
     #[cfg(windows)]
     if e.raw_os_error() == Some(10024) {
         return Some("too many open files");
     }
+    // glibc's words (in lower case), so log lines read as they always did; musl's differ.
     Some(match e.kind() {
         ErrorKind::AddrInUse => "address in use",
-        ErrorKind::AddrNotAvailable => "address not available",
+        ErrorKind::AddrNotAvailable => "cannot assign requested address",
         ErrorKind::PermissionDenied => "permission denied",
         ErrorKind::ConnectionRefused => "connection refused",
         ErrorKind::ConnectionReset => "connection reset by peer",
-        ErrorKind::ConnectionAborted => "connection aborted",
-        ErrorKind::NotConnected => "not connected",
+        ErrorKind::ConnectionAborted => "software caused connection abort",
+        ErrorKind::NotConnected => "transport endpoint is not connected",
         ErrorKind::BrokenPipe => "broken pipe",
-        ErrorKind::TimedOut => "timed out",
-        ErrorKind::HostUnreachable => "host unreachable",
-        ErrorKind::NetworkUnreachable => "network unreachable",
-        ErrorKind::NetworkDown => "network down",
-        ErrorKind::OutOfMemory => "out of memory",
+        ErrorKind::TimedOut => "connection timed out",
+        ErrorKind::HostUnreachable => "no route to host",
+        ErrorKind::NetworkUnreachable => "network is unreachable",
+        ErrorKind::NetworkDown => "network is down",
+        ErrorKind::OutOfMemory => "cannot allocate memory",
         ErrorKind::NotFound => "no such file or directory",
         ErrorKind::IsADirectory => "is a directory",
-        ErrorKind::InvalidFilename => "invalid file name",
         _ => return None,
     })
 }
@@ -61,10 +61,10 @@ mod tests {
     #[test]
     fn the_words_do_not_depend_on_the_c_library() {
         assert_eq!(reason(&ErrorKind::AddrInUse.into()), "address in use");
-        assert_eq!(reason(&ErrorKind::TimedOut.into()), "timed out");
+        assert_eq!(reason(&ErrorKind::TimedOut.into()), "connection timed out");
         assert_eq!(
             reason(&ErrorKind::HostUnreachable.into()),
-            "host unreachable"
+            "no route to host"
         );
         #[cfg(unix)]
         {
@@ -74,7 +74,7 @@ mod tests {
             );
             assert_eq!(
                 reason(&io::Error::from_raw_os_error(23)),
-                "too many open files in the system"
+                "too many open files in system"
             );
         }
         // Others keep the OS text, in lower case and without the errno.

@@ -78,6 +78,26 @@ impl Tcpfwd {
         fwd
     }
 
+    /// Starts `WRAPPER... tcpfwd ARGS` (a command that sets something up and then runs the
+    /// rest of its arguments: `prlimit --as=N`, `setpriv ...`, `unshare ...`) and waits
+    /// until it logged a `listening on` line.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Tcpfwd {
+        let fwd = Tcpfwd::spawn_wrapped(wrapper, args);
+        fwd.wait_line("listening on ");
+        fwd
+    }
+
+    /// [`Tcpfwd::start_wrapped`] without waiting for anything.
+    pub fn spawn_wrapped(wrapper: &[&str], args: &[&str]) -> Tcpfwd {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .args(runner())
+            .arg(env!("CARGO_BIN_EXE_tcpfwd"))
+            .args(args);
+        Tcpfwd::from_command(command)
+    }
+
     /// Starts `tcpfwd ARGS` without waiting for anything.
     pub fn spawn(args: &[&str]) -> Tcpfwd {
         let mut command = tcpfwd_command();

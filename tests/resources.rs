@@ -1,0 +1,198 @@
+//! Trouble with resources, black-box, as a router or a shared host meets it: log lines about
+//! a lasting trouble stay few, the listen backlog holds a burst of clients, a dead first
+//! address does not eat the connect budget, a failed allocation ends no connection, a
+//! connection the kernel gave up on reaches the client as a reset.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Lines of `fwd`'s log that contain `needle`.
+fn count_lines(fwd: &Tcpfwd, needle: &str) -> usize {
+    fwd.lines().iter().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn a_rule_held_at_max_conns_says_so_once_and_once_when_it_has_room_again() {
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    // -q: these lines are problems, kept in a quiet log too.
+    let (fwd, addr) = Tcpfwd::start_quiet(&[&target, "--max-conns", "3"]);
+    // 12 clients for 3 places, each holding its place 20 ms, for 6 s: the rule is at its cap
+    // the whole time and a place frees (and is taken again) hundreds of times.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let (stop, served) = (Arc::clone(&stop), Arc::clone(&served));
+            spawn(move || {
+                for _ in 0..10_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let mut s = connect(addr);
+                    s.write_all(b"x").unwrap();
+                    let mut back = [0; 1];
+                    s.read_exact(&mut back).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let lasted = start.elapsed();
+    let served = served.load(Ordering::SeqCst);
+    assert!(served > 100, "only {served} clients served");
+    // The next client after a quiet while finds room: the burst's end is logged, with how
+    // many waited.
+    std::thread::sleep(Duration::from_millis(2_100));
+    let mut s = connect(addr);
+    s.write_all(b"y").unwrap();
+    let mut back = [0; 1];
+    s.read_exact(&mut back).unwrap();
+    let ended = fwd.wait_line("accepting again after");
+    let waited: usize = ended
+        .split('(')
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(waited >= served / 2, "{ended} ({served} served)");
+    // One line when it started, at most one per 5 s while it lasted, one when it ended.
+    let full = count_lines(&fwd, "(--max-conns)");
+    let most = 1 + (lasted.as_secs() as usize).div_ceil(5);
+    assert!(
+        (1..=most).contains(&full),
+        "{full} lines for {served} clients in {lasted:?}:\n{}",
+        fwd.lines().join("\n")
+    );
+    assert_eq!(count_lines(&fwd, "accepting again after"), 1);
+}
+
+/// Whether this test runs as root with `unshare` (a private /etc/hosts needs both).
+fn can_unshare() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+        .unwrap_or(false);
+    root && std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_black_holed_first_address_leaves_the_second_its_share_of_the_budget() {
+    if !can_unshare() {
+        eprintln!("skipped: a private /etc/hosts needs root and unshare(1)");
+        return;
+    }
+    if skip_under_emulation("the mount namespace wraps qemu, whose resolver is the host's") {
+        return;
+    }
+    // The name resolves to 127.0.0.1 first (a listener whose backlog is full: SYNs are
+    // dropped, a connect hangs) and 127.0.0.2 second (a working backend on the same port).
+    // The address list is injected through a private /etc/hosts in a mount namespace of
+    // tcpfwd's own (unshare -m, bind mount), so nothing on the machine changes.
+    let (hole, _queued) = full_backlog();
+    let port = hole.local_addr().unwrap().port();
+    let backend = Backend::start_on(&format!("127.0.0.2:{port}"), |mut s| {
+        let _ = s.write_all(b"B");
+    });
+    let hosts = temp_file(
+        "hosts",
+        "127.0.0.1 dual.tcpfwd.test\n127.0.0.2 dual.tcpfwd.test\n",
+    );
+    let script = "mount --bind \"$0\" /etc/hosts && exec \"$@\"";
+    let wrapper = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ];
+    let mut wrapper: Vec<&str> = wrapper.to_vec();
+    wrapper.push(hosts.to_str().unwrap());
+    let target = format!("dual.tcpfwd.test:{port}");
+    let fwd = Tcpfwd::start_wrapped(
+        &wrapper,
+        &["127.0.0.1:0", &target, "--connect-timeout", "2s"],
+    );
+    let started = Instant::now();
+    let mut client = connect(fwd.addr());
+    let mut greeting = [0; 1];
+    client
+        .read_exact(&mut greeting)
+        .expect("served by the second address");
+    // The first address had its half (1 s), the second answered at once.
+    let took = started.elapsed();
+    assert_eq!(&greeting, b"B");
+    assert!(took < Duration::from_millis(1_900), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "the first address was not tried: {took:?}"
+    );
+    drop(client);
+    let line = fwd.wait_line("end=");
+    assert!(line.contains(&format!("target=127.0.0.2:{port}")), "{line}");
+    assert_eq!(backend.count(), 1);
+}
+
+/// The backlog of the socket listening on `port`, as `ss -ltn` shows it (Send-Q of a
+/// listening socket); `None` without `ss` (iproute2).
+fn backlog_of(port: u16) -> Option<u32> {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // State Recv-Q Send-Q Local Peer
+    text.lines().next()?.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_listen_backlog_holds_a_burst_of_clients() {
+    if std::process::Command::new("ss").arg("-V").output().is_err() {
+        eprintln!("skipped: ss (iproute2) is not installed");
+        return;
+    }
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(4096);
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    // The default: 1024, as far as the kernel allows (std alone listens with 128).
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target]);
+    let default = backlog_of(fwd.addr().port()).expect("ss shows the listener");
+    assert_eq!(default, 1024.min(somaxconn));
+    assert!(default >= 511.min(somaxconn), "backlog {default}");
+    // --backlog N, per rule.
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target, "--backlog", "600"]);
+    assert_eq!(backlog_of(fwd.addr().port()), Some(600.min(somaxconn)));
+    // At --max-conns the backlog holds the waiting clients: 300 connects all complete.
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target, "--max-conns", "1"]);
+    let _held = connect(fwd.addr());
+    let waiting: Vec<TcpStream> = (0..300.min(somaxconn as usize - 2))
+        .map(|_| {
+            TcpStream::connect_timeout(&fwd.addr(), Duration::from_millis(500))
+                .expect("a client that waits in the backlog")
+        })
+        .collect();
+    assert!(!waiting.is_empty());
+}
