@@ -94,10 +94,11 @@ fn range_mistakes_exit_2_naming_both() {
 
 #[test]
 fn max_conns_applies_to_each_port_of_a_range() {
-    let listen = free_port_block(2);
+    // 100 ports: more listeners than get a thread each, so one thread polls them all.
+    let listen = free_port_block(100);
     let backend = Backend::echo();
-    let range = format!("127.0.0.1:{listen}-{}", listen + 1);
-    let fwd = start_listening(&[&range, &backend.addr.to_string(), "--max-conns", "1"], 2);
+    let range = format!("127.0.0.1:{listen}-{}", listen + 99);
+    let fwd = start_listening(&[&range, &backend.addr.to_string(), "--max-conns", "1"], 100);
     let echo = |s: &mut TcpStream| {
         s.write_all(b"x").unwrap();
         let mut byte = [0];
@@ -247,7 +248,15 @@ mod unix {
     fn unix_listen_to_tcp_target_byte_exact_both_ways() {
         let backend = Backend::echo();
         let path = socket_path("listen");
-        let fwd = start_listening(&[&unix_arg(&path), &backend.addr.to_string()], 1);
+        // TCP-only options are skipped on the Unix side, silently.
+        let mut args = vec![unix_arg(&path), backend.addr.to_string()];
+        let tcp_only = ["--keepalive", "5s", "--nagle", "--segment-size", "1000"];
+        args.extend(tcp_only.map(String::from));
+        if cfg!(target_os = "linux") {
+            args.extend(["--mss", "1200"].map(String::from));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let fwd = start_listening(&args, 1);
         let line = fwd.wait_line("listening on ");
         assert!(line.contains(&unix_arg(&path)), "{line}");
         for size in [1, 100_000, 3_000_017] {
