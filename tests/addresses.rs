@@ -98,7 +98,10 @@ fn max_conns_applies_to_each_port_of_a_range() {
     let listen = free_port_block(100);
     let backend = Backend::echo();
     let range = format!("127.0.0.1:{listen}-{}", listen + 99);
-    let fwd = start_listening(&[&range, &backend.addr.to_string(), "--max-conns", "1"], 100);
+    let fwd = start_listening(
+        &[&range, &backend.addr.to_string(), "--max-conns", "1"],
+        100,
+    );
     let echo = |s: &mut TcpStream| {
         s.write_all(b"x").unwrap();
         let mut byte = [0];
