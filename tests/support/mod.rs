@@ -40,8 +40,8 @@ pub use emulation::{
 pub use http::{http, http_get, metric, Response};
 #[allow(unused_imports)]
 pub use net::{
-    closed_port, connect, connect_from, free_port, free_port_block, full_backlog, ipv6_loopback,
-    pattern, read_all,
+    closed_port, connect, connect_from, free_port, free_port_block, free_port_block_on,
+    free_ports_on, full_backlog, ipv6_loopback, pattern, read_all,
 };
 #[allow(unused_imports)]
 pub use process::{run, tcpfwd_command, temp_file, Tcpfwd};
