@@ -10,7 +10,6 @@ use std::time::Duration;
 
 #[cfg(unix)]
 use crate::addr::UnixAddr;
-#[cfg(unix)]
 use crate::sys;
 
 /// One connected socket of either kind.
@@ -47,6 +46,27 @@ impl Stream {
     /// Shuts down one or both halves.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         either!(self, s => s.shutdown(how))
+    }
+
+    /// Ends the connection at once: a TCP socket sends an RST (see [`sys::reset`]); a Unix
+    /// socket, which has none, is shut down both ways.
+    pub fn reset(&self) {
+        match self {
+            Stream::Tcp(s) => sys::reset(s),
+            #[cfg(unix)]
+            Stream::Unix(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// The TCP socket, taken out (`None` for a Unix socket).
+    pub fn into_tcp(self) -> Option<TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            #[cfg(unix)]
+            Stream::Unix(_) => None,
+        }
     }
 
     /// How long a read may block (`None`: forever).

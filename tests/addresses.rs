@@ -76,6 +76,57 @@ fn a_range_to_one_port_sends_every_port_there() {
     }
 }
 
+/// 100 ports, polled by one thread: a graceful stop ends it (exit 0, every port refused),
+/// and a hand-over gives every port to the new process.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_polled_range_stops_and_is_handed_over() {
+    if skip_under_emulation("the new process is started as this program, not through qemu") {
+        return;
+    }
+    let listen = free_port_block(100);
+    let backend = Backend::named("r");
+    let range = format!("127.0.0.1:{listen}-{}", listen + 99);
+    let config = temp_file(
+        "handover-range.conf",
+        &format!("{range} {}\n", backend.addr),
+    );
+    let fwd = start_listening(&["--config", config.to_str().unwrap()], 100);
+    let old = fwd.pid();
+    assert_eq!(served_by(local(listen + 99)), "r");
+    signal(old, "USR2");
+    let line = fwd.wait_line("hand-over: process ");
+    let new: u32 = line
+        .split("process ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    let (code, log) = fwd.wait_exit();
+    assert_eq!(code, Some(0), "{log}");
+    for k in [0, 50, 99] {
+        assert_eq!(
+            served_by(local(listen + k)),
+            "r",
+            "port {} after the hand-over",
+            listen + k
+        );
+    }
+    // The new process stops gracefully too, and lets go of every port.
+    signal(new, "TERM");
+    let gone = wait_until(PATIENCE, || {
+        std::fs::metadata(format!("/proc/{new}")).is_err()
+            || std::fs::read_to_string(format!("/proc/{new}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    if !gone {
+        signal(new, "KILL");
+    }
+    assert!(gone, "the new process did not stop");
+    let refused = wait_until(PATIENCE, || TcpStream::connect(local(listen)).is_err());
+    assert!(refused, "port {listen} still open");
+}
+
 #[test]
 fn range_mistakes_exit_2_naming_both() {
     let (code, _, err) = run(&[":8000-8099", "127.0.0.1:9000-9049"]);
@@ -444,6 +495,100 @@ mod unix {
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains("address in use"), "{err}");
         assert!(!path.exists(), "{} left behind", path.display());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_socket_file_is_removed_after_sigterm() {
+        let backend = Backend::echo();
+        let path = socket_path("sigterm");
+        let fwd = start_listening(&[&unix_arg(&path), &backend.addr.to_string()], 1);
+        echo_both_ways_at_once(&mut connect_unix(&path), b"before the stop");
+        assert!(path.exists());
+        signal(fwd.pid(), "TERM");
+        let (code, log) = fwd.wait_exit();
+        assert_eq!(code, Some(0), "{log}");
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+
+    /// SIGUSR2: the new process serves the same socket, the old one leaves the file to it,
+    /// and the new one removes it when it stops.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_unix_listener_is_handed_over() {
+        if skip_under_emulation("the new process is started as this program, not through qemu") {
+            return;
+        }
+        let backend = Backend::echo();
+        let path = socket_path("handover");
+        let config = temp_file(
+            "handover-unix.conf",
+            &format!("{} {}\n", unix_arg(&path), backend.addr),
+        );
+        let fwd = start_listening(&["--config", config.to_str().unwrap()], 1);
+        signal(fwd.pid(), "USR2");
+        let line = fwd.wait_line("hand-over: process ");
+        let new: u32 = line
+            .split("process ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        let (code, log) = fwd.wait_exit();
+        assert_eq!(code, Some(0), "{log}");
+        assert!(
+            path.exists(),
+            "the old process removed the new one's socket file"
+        );
+        echo_both_ways_at_once(&mut connect_unix(&path), b"served by the new process");
+        signal(new, "TERM");
+        let removed = wait_until(PATIENCE, || !path.exists());
+        if !removed {
+            signal(new, "KILL");
+        }
+        assert!(removed, "{} left behind by the new process", path.display());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_reload_keeps_a_unix_rule_and_a_range() {
+        let backend = Backend::echo();
+        let path = socket_path("reload");
+        let listen = free_port_block(100);
+        let first = format!(
+            "{} {}\n127.0.0.1:{listen}-{} {}\n",
+            unix_arg(&path),
+            backend.addr,
+            listen + 99,
+            backend.addr
+        );
+        let config = temp_file("reload-unix.conf", &first);
+        let fwd = start_listening(&["--config", config.to_str().unwrap()], 101);
+        let mut held = connect_unix(&path);
+        held.write_all(b"a").unwrap();
+        let mut byte = [0];
+        held.read_exact(&mut byte).unwrap();
+        // The same rules with a new option, and one more port.
+        let second = format!(
+            "{} {} --idle-timeout 1h\n127.0.0.1:{listen}-{} {}\n",
+            unix_arg(&path),
+            backend.addr,
+            listen + 99,
+            backend.addr
+        );
+        std::fs::write(&config, second).unwrap();
+        signal(fwd.pid(), "HUP");
+        let line = fwd.wait_line("reloaded ");
+        assert!(
+            line.contains("101 rules (0 added, 0 removed, 1 changed)"),
+            "{line}"
+        );
+        echo_both_ways_at_once(&mut connect_unix(&path), b"after the reload");
+        echo_both_ways_at_once(&mut super::connect(super::local(listen + 99)), b"range");
+        // The connection from before goes on.
+        held.write_all(b"b").unwrap();
+        held.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"b");
     }
 
     #[cfg(target_os = "linux")]

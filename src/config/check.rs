@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::addr::Acl;
 use crate::addr::TargetAddr;
-use crate::config::rule::{Mode, Options, Ports, Process, Rule, Span, Target};
+use crate::config::rule::{Mode, Options, Ports, Process, Rule, Span, Target, DEFAULT_GRACE};
 use crate::config::units::{ShowDuration, ShowSize};
 use crate::log::Verbosity;
 use crate::wire::proxy_header::Version as ProxyVersion;
@@ -206,6 +206,9 @@ impl fmt::Display for Process {
             Verbosity::Quiet => parts.push("-q".into()),
             Verbosity::Normal => {}
             Verbosity::Verbose => parts.push("-v".into()),
+        }
+        if self.grace != DEFAULT_GRACE {
+            parts.push(format!("--grace {}", ShowDuration(self.grace)));
         }
         write!(f, "{}", parts.join(" "))
     }

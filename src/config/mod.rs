@@ -15,3 +15,4 @@ mod units;
 pub use argv::{parse_args, Command, Setup};
 pub use check::Listing;
 pub use help::HELP;
+pub use units::ShowDuration;

@@ -8,6 +8,7 @@
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
 mod buffer;
+mod cut;
 mod outcome;
 mod send;
 mod timers;
@@ -15,7 +16,7 @@ mod verdict;
 
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::end::End;
 use crate::log::{self, Burst};
@@ -26,6 +27,7 @@ use buffer::Buffer;
 use timers::Timers;
 use verdict::{Direction, Verdict};
 
+pub use cut::cut_all;
 pub use outcome::{Outcome, Settings};
 pub use timers::Timeouts;
 
@@ -54,6 +56,8 @@ pub fn relay(client: Stream, target: Stream, settings: Settings) -> Outcome {
         verdict,
     });
 
+    // Registered while it runs, so the end of a graceful stop can cut it.
+    let _registration = cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>);
     let other = Arc::clone(&pair);
     let down = match threads::spawn(move || other.copy(Direction::Down)) {
         Ok(handle) => {
@@ -137,8 +141,20 @@ impl Pair {
     /// thread from its blocking read or write.
     fn abort(&self, end: End) {
         self.verdict.note(end);
+        if self.verdict.end() == End::Shutdown {
+            // Being cut: a FIN now would reach the other side before its RST.
+            return;
+        }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
+    }
+}
+
+impl cut::Cut for Pair {
+    fn cut(&self) {
+        self.verdict.note(End::Shutdown);
+        self.client.reset();
+        self.target.reset();
     }
 }
 

@@ -12,7 +12,7 @@ use crate::stream::Stream;
 use crate::sys::{self, reason};
 
 /// A listening socket of either kind.
-pub enum Listener {
+pub enum Socket {
     /// A TCP listener.
     Tcp(TcpListener),
     /// A Unix-domain stream listener.
@@ -20,15 +20,15 @@ pub enum Listener {
     Unix(UnixListener),
 }
 
-impl Listener {
+impl Socket {
     /// The next client and where it comes from (a Unix client has no address: `unix`).
     pub fn accept(&self) -> io::Result<(Stream, Endpoint)> {
         match self {
-            Listener::Tcp(l) => l
+            Socket::Tcp(l) => l
                 .accept()
                 .map(|(s, peer)| (Stream::Tcp(s), Endpoint::Ip(peer))),
             #[cfg(unix)]
-            Listener::Unix(l) => l
+            Socket::Unix(l) => l
                 .accept()
                 .map(|(s, _)| (Stream::Unix(s), Endpoint::Unix(None))),
         }
@@ -38,29 +38,44 @@ impl Listener {
     #[cfg(unix)]
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.set_nonblocking(nonblocking),
+            Socket::Tcp(l) => l.set_nonblocking(nonblocking),
             #[cfg(unix)]
-            Listener::Unix(l) => l.set_nonblocking(nonblocking),
+            Socket::Unix(l) => l.set_nonblocking(nonblocking),
         }
     }
 
-    /// The IP address and port, for a TCP listener.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
+    /// The IP address and port, for a TCP listener (a Unix one has none: an error).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            Listener::Tcp(l) => l.local_addr().ok(),
+            Socket::Tcp(l) => l.local_addr(),
             #[cfg(unix)]
-            Listener::Unix(_) => None,
+            Socket::Unix(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    /// The TCP listener, for what only TCP has (`--mss`).
+    pub fn as_tcp(&self) -> Option<&TcpListener> {
+        match self {
+            Socket::Tcp(l) => Some(l),
+            #[cfg(unix)]
+            Socket::Unix(_) => None,
         }
     }
 }
 
 #[cfg(unix)]
-impl std::os::fd::AsRawFd for Listener {
+impl std::os::fd::AsRawFd for Socket {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
+            Socket::Tcp(l) => l.as_raw_fd(),
+            Socket::Unix(l) => l.as_raw_fd(),
         }
+    }
+}
+
+impl From<TcpListener> for Socket {
+    fn from(l: TcpListener) -> Socket {
+        Socket::Tcp(l)
     }
 }
 
@@ -70,30 +85,48 @@ pub fn open(
     listen: &ListenAddr,
     mss: Option<u32>,
     backlog: Option<u32>,
-) -> Result<Vec<Listener>, ListenError> {
+) -> Result<Vec<Socket>, ListenError> {
     match listen {
         #[cfg(unix)]
         ListenAddr::Unix(unix) => {
             let socket = unix_socket::bind(unix)?;
             if let Some(backlog) = backlog {
-                sys::set_unix_backlog(&socket, backlog)
-                    .map_err(|e| failed(&listen.to_string(), &e))?;
+                sys::set_backlog(&socket, backlog).map_err(|e| failed(&listen.to_string(), &e))?;
             }
-            Ok(vec![Listener::Unix(socket)])
+            Ok(vec![Socket::Unix(socket)])
         }
         _ => Ok(bind_listen(listen, mss, backlog)?
             .into_iter()
-            .map(Listener::Tcp)
+            .map(Socket::Tcp)
             .collect()),
     }
 }
 
-/// Removes the socket file of every `unix:PATH` listener opened so far. Called when tcpfwd
-/// stops (on a start-up failure here; by a graceful stop too). Not on a hand-over: the new
-/// process serves the same sockets.
+/// Removes the socket file of every `unix:PATH` listener opened (or handed over) so far.
+/// Called when tcpfwd stops: a start-up failure, the end of a graceful stop.
 pub fn remove_socket_files() {
     #[cfg(unix)]
     unix_socket::remove_all();
+}
+
+/// Forgets the socket files without removing them: after a hand-over, the new process serves
+/// the same sockets and removes them when it stops.
+pub fn keep_socket_files() {
+    #[cfg(unix)]
+    unix_socket::forget_all();
+}
+
+/// A Unix listener handed over by the process before: its file is this process's to remove.
+#[cfg(unix)]
+pub fn adopted_socket_file(listener: &UnixListener) {
+    if let Some(path) = listener
+        .local_addr()
+        .ok()
+        .as_ref()
+        .and_then(|a| a.as_pathname())
+    {
+        unix_socket::remember(path.to_path_buf());
+    }
 }
 
 /// A listener could not be opened: exit status 1.
@@ -249,6 +282,16 @@ mod unix_socket {
 
     fn files() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
         FILES.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers a socket file to remove at the end.
+    pub fn remember(path: PathBuf) {
+        files().push(path);
+    }
+
+    /// Forgets every socket file (another process removes them).
+    pub fn forget_all() {
+        files().clear();
     }
 
     /// Removes every socket file opened so far.

@@ -1,30 +1,40 @@
-//! The serving layer: open every listener first, then serve every rule, one accept thread per
-//! socket. Each accepted client runs [`session`] on a thread of its own: the client filter,
-//! then [`forward`] (a target from the pool) or [`tunnel`] (HTTP CONNECT), both through the
-//! same [`client`] helpers and the same relay. [`metrics`] serves `--stats`; [`probe`] drives
-//! active health checks; [`limits`] checks the kernel's limits at start-up.
+//! The serving layer: open every listener first (or take the ones handed over or passed by
+//! systemd: [`inherit`]), then serve every rule, one accept thread per socket. Each accepted
+//! client runs [`session`] on a thread of its own: the client filter, then [`forward`] (a
+//! target from the pool) or [`tunnel`] (HTTP CONNECT), both through the same [`client`]
+//! helpers and the same relay. [`metrics`] serves `--stats`; [`probe`] drives active health
+//! checks; [`limits`] checks the kernel's limits at start-up. What is served now is in
+//! [`live`]; the main thread then waits for signals ([`lifecycle`]): [`reload`], graceful
+//! stop, [`handover`].
 
 mod accept;
 mod client;
 mod forward;
+mod handover;
+mod inherit;
+mod lifecycle;
 mod limits;
 mod listen;
+mod live;
 mod metrics;
 mod probe;
+mod reload;
 mod session;
 mod state;
 mod tunnel;
 
+use std::ffi::OsString;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use crate::config::rule::Rule;
 use crate::config::Setup;
 use crate::log;
 use crate::sys::reason;
-use crate::threads;
-use listen::{ListenError, Listener};
+use accept::Listener;
+use inherit::Inherited;
+use lifecycle::Life;
+use listen::ListenError;
+use live::{Entry, Live, Stats};
 use state::RuleState;
 
 /// Start-up failed: exit status 1.
@@ -45,130 +55,84 @@ impl fmt::Display for ServeError {
     }
 }
 
-/// Opens every listener (the rules' and the metrics one), then serves until the process is
-/// stopped by a signal. Whenever it returns, the socket files of `unix:PATH` listeners are
-/// removed.
-pub fn run(setup: Setup) -> Result<(), ServeError> {
-    let result = serve_all(setup);
+/// Opens every listener (the rules' and the metrics one), then serves until a graceful stop
+/// ends. `args` are the process's arguments, for a reload or a hand-over. Whenever it returns,
+/// the socket files of `unix:PATH` listeners are removed (a hand-over never ends here with
+/// any: a Unix listener is not handed over, so the new process could not open its own).
+pub fn run(setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
+    let result = serve(setup, args);
     listen::remove_socket_files();
     result
 }
 
-fn serve_all(mut setup: Setup) -> Result<(), ServeError> {
+fn serve(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
+    let signals = lifecycle::install();
+    let mut inherited = Inherited::take();
     limits::check(&mut setup.rules);
-    let mut opened: Vec<(Rule, Vec<Listener>)> = Vec::new();
+    let mut opened = Vec::new();
     for rule in setup.rules {
-        let sockets = listen::open(&rule.listen, rule.options.mss, Some(rule.options.backlog))
-            .map_err(ServeError::Listen)?;
-        let bound: Vec<SocketAddr> = sockets.iter().filter_map(Listener::local_addr).collect();
+        let listeners = match inherited.for_rule(&rule) {
+            Some(listeners) => listeners,
+            None => listen::open(&rule.listen, rule.options.mss, Some(rule.options.backlog))
+                .map_err(ServeError::Listen)?
+                .into_iter()
+                .map(|s| Listener::new(s, false))
+                .collect(),
+        };
+        let bound: Vec<_> = listeners
+            .iter()
+            .filter_map(|l| l.socket().local_addr().ok())
+            .collect();
         if let Some(warning) = tunnel::open_proxy_warning(&rule, &bound) {
             log::problem(format_args!("{warning}"));
         }
-        opened.push((rule, sockets));
+        opened.push((rule, listeners));
     }
     let stats = match &setup.process.stats {
-        Some(addr) => Some(metrics::bind_metrics(addr).map_err(ServeError::Listen)?),
+        Some(addr) => Some(Stats {
+            addr: addr.clone(),
+            listener: match inherited.for_stats(addr) {
+                Some(listener) => listener,
+                None => Listener::new(
+                    metrics::bind_metrics(addr).map_err(ServeError::Listen)?,
+                    false,
+                ),
+            },
+        }),
         None => None,
     };
-    let own_addrs: Arc<Vec<SocketAddr>> = Arc::new(
+    let ready = inherited.finish();
+    let entries: Vec<Arc<Entry>> = {
+        let sockets: Vec<_> = opened.iter().flat_map(|(_, l)| l.iter()).collect();
+        let own_addrs = Arc::new(
+            sockets
+                .iter()
+                .copied()
+                .chain(stats.as_ref().map(|s| &s.listener))
+                .filter_map(|l| l.socket().local_addr().ok())
+                .collect::<Vec<_>>(),
+        );
         opened
-            .iter()
-            .flat_map(|(_, s)| s.iter().filter_map(Listener::local_addr))
-            .chain(stats.iter().filter_map(|s| s.local_addr().ok()))
-            .collect(),
-    );
-    let states: Vec<(Arc<RuleState>, Vec<Listener>)> = opened
-        .into_iter()
-        .map(|(rule, sockets)| {
-            (
-                Arc::new(RuleState::new(rule, Arc::clone(&own_addrs))),
-                sockets,
-            )
-        })
-        .collect();
-    if let Some(socket) = stats {
-        serve_metrics(socket, states.iter().map(|(s, _)| Arc::clone(s)).collect())?;
-    }
-    let mut serving: Vec<(Listener, Arc<RuleState>)> = Vec::new();
-    for (state, sockets) in states {
-        if let Some(pool) = &state.pool {
-            if let Some(interval) = pool.health_interval() {
-                probe::start_probes(pool, interval).map_err(ServeError::Thread)?;
-            }
-        }
-        serving.extend(sockets.into_iter().map(|s| (s, Arc::clone(&state))));
-    }
-    for handle in start_accepting(serving)? {
-        let _ = handle.join();
-    }
-    Ok(())
-}
-
-/// Up to this many listeners get an accept thread each: the simplest path, with the fewest
-/// system calls per connection. More (port ranges, thousands of rules) are polled in groups
-/// (Unix): an idle thread blocked in `accept()` costs about 10 KiB of memory and, on Linux, a
-/// reserved file descriptor, per listener (README "Many rules").
-#[cfg(unix)]
-const THREAD_PER_LISTENER_UP_TO: usize = 64;
-
-/// Listeners one polling thread serves: each `poll()` takes time in proportion to them.
-#[cfg(unix)]
-const POLL_GROUP: usize = 1024;
-
-/// Starts accepting on every listener (see `THREAD_PER_LISTENER_UP_TO`); each is announced
-/// `listening on ADDR (rule LABEL)` once its thread runs.
-fn start_accepting(
-    serving: Vec<(Listener, Arc<RuleState>)>,
-) -> Result<Vec<threads::Handle<()>>, ServeError> {
-    let announce = |socket: &Listener, state: &RuleState| {
-        let local = match socket.local_addr() {
-            Some(local) => local.to_string(),
-            None => state.label.clone(),
-        };
-        format!("listening on {local} (rule {})", state.label)
+            .into_iter()
+            .map(|(rule, l)| Entry::new(RuleState::new(rule, Arc::clone(&own_addrs)), l))
+            .collect()
     };
-    let mut handles = Vec::new();
-    #[cfg(unix)]
-    if serving.len() > THREAD_PER_LISTENER_UP_TO {
-        let mut rest = serving;
-        while !rest.is_empty() {
-            let later = rest.split_off(rest.len().min(POLL_GROUP));
-            let group = std::mem::replace(&mut rest, later);
-            let mut lines = Vec::with_capacity(group.len());
-            for (socket, state) in &group {
-                socket.set_nonblocking(true).map_err(|e| {
-                    ServeError::Listen(ListenError {
-                        addr: state.label.clone(),
-                        reason: reason(&e),
-                    })
-                })?;
-                lines.push(announce(socket, state));
-            }
-            let handle = threads::spawn(move || accept::serve_many(group));
-            handles.push(handle.map_err(ServeError::Thread)?);
-            for line in lines {
-                log::info(format_args!("{line}"));
-            }
-        }
-        return Ok(handles);
+    let live = Arc::new(Live::default());
+    live.set_entries(entries.clone());
+    live.set_stats(stats.clone());
+    // The metrics line comes before the rules' `listening on` lines, so whoever waits for
+    // those has seen it too.
+    if let Some(stats) = &stats {
+        reload::start_metrics(&live, stats).map_err(ServeError::Thread)?;
     }
-    for (socket, state) in serving {
-        let line = announce(&socket, &state);
-        let handle = threads::spawn(move || accept::serve_rule(socket, state));
-        handles.push(handle.map_err(ServeError::Thread)?);
-        log::info(format_args!("{line}"));
-    }
-    Ok(handles)
-}
-
-/// Starts the metrics thread. Logged before the rules' `listening on` lines, so whoever
-/// waits for those has seen this one too.
-fn serve_metrics(socket: TcpListener, rules: Vec<Arc<RuleState>>) -> Result<(), ServeError> {
-    let local = socket.local_addr();
-    threads::spawn(move || metrics::serve(socket, rules)).map_err(ServeError::Thread)?;
-    if let Ok(local) = local {
-        log::info(format_args!("metrics on http://{local}/metrics"));
-    }
+    live::start_all(&entries).map_err(ServeError::Thread)?;
+    inherit::say_ready(ready);
+    let life = Life {
+        args,
+        config: setup.config,
+        grace: setup.process.grace,
+    };
+    lifecycle::serve_until_stopped(live, signals, life);
     Ok(())
 }

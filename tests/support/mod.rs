@@ -44,13 +44,13 @@ pub use net::{
     free_ports_on, full_backlog, ipv6_loopback, pattern, read_all,
 };
 #[allow(unused_imports)]
-pub use process::{run, tcpfwd_command, temp_file, Tcpfwd};
+pub use process::{run, signal, tcpfwd_command, temp_file, Tcpfwd};
 #[allow(unused_imports)]
 pub use procfs::{
     address_space_of, close_wait_of, cpu_ticks, fds_of, guest_memory_of, resident_of, threads_of,
     GuestMemory,
 };
 #[allow(unused_imports)]
-pub use sys::{mss, raise_fd_limit};
+pub use sys::{mss, place_fd, raise_fd_limit};
 #[allow(unused_imports)]
 pub use wait::{spawn, wait_until, PATIENCE};
