@@ -34,6 +34,8 @@ pub enum ServeError {
     Listen(ListenError),
     /// The accept thread could not be started.
     Thread(std::io::Error),
+    /// A kernel limit leaves no room for a single connection.
+    Limits(String),
 }
 
 impl fmt::Display for ServeError {
@@ -41,6 +43,7 @@ impl fmt::Display for ServeError {
         match self {
             ServeError::Listen(e) => e.fmt(f),
             ServeError::Thread(e) => write!(f, "cannot start a thread: {}", reason(e)),
+            ServeError::Limits(why) => write!(f, "{why}"),
         }
     }
 }
@@ -49,7 +52,8 @@ impl fmt::Display for ServeError {
 /// stopped by a signal.
 pub fn run(mut setup: Setup) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
-    limits::check(&mut setup.rules);
+    let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());
+    limits::check(&mut setup.rules, listeners).map_err(ServeError::Limits)?;
     let mut opened: Vec<(Rule, Vec<TcpListener>)> = Vec::new();
     for rule in setup.rules {
         let sockets =
