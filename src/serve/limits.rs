@@ -14,7 +14,7 @@ use crate::log;
 use crate::sys;
 
 /// File descriptors kept for standard streams, logs, metrics scrapes, name resolution and
-/// the like.
+/// the like: 32, or a quarter of a smaller limit.
 const SPARE_FDS: u64 = 32;
 /// Descriptors per listening socket: its own, and the one a waiting `accept()` holds.
 const FDS_PER_LISTENER: u64 = 2;
@@ -119,13 +119,14 @@ fn read_limits(fixed: Fixed) -> Vec<Cap> {
     let own_threads = fixed.listeners + fixed.probed * PER_PROBED_RULE + OWN_THREADS;
     if let Ok(files) = sys::raise_fd_limit() {
         let listening = fixed.listeners * FDS_PER_LISTENER;
-        let taken = listening + fixed.probed * PER_PROBED_RULE + SPARE_FDS;
+        let spare = SPARE_FDS.min(files / 4);
+        let taken = listening + fixed.probed * PER_PROBED_RULE + spare;
         caps.push(Cap {
             conns: files.saturating_sub(taken) / 2,
             limit: format!("the open-file limit (ulimit -n) of {files}"),
             taken: format!(
                 "{} listeners take {listening}, two each: a socket and the one a waiting \
-                 accept holds; {SPARE_FDS} are kept spare",
+                 accept holds; {spare} are kept spare",
                 fixed.listeners
             ),
         });

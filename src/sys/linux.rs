@@ -44,6 +44,7 @@ extern "C" {
         -> c_int;
     fn getrlimit(resource: c_int, limit: *mut Rlimit) -> c_int;
     fn listen(fd: c_int, backlog: c_int) -> c_int;
+    fn connect(fd: c_int, addr: *const c_void, len: u32) -> c_int;
     fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
 }
 
@@ -90,6 +91,52 @@ pub fn get_int(sock: &impl AsRawFd, level: c_int, name: c_int) -> io::Result<c_i
 pub fn listen_again(sock: &impl AsRawFd, backlog: c_int) -> io::Result<()> {
     // SAFETY: the fd is open (borrowed); listen takes no pointers.
     if unsafe { listen(sock.as_raw_fd(), backlog) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub const TCP_INFO: c_int = 11;
+/// `tcpi_state` of a socket that is closed: reset, timed out, or done with both FINs.
+pub const TCP_CLOSE: u8 = 7;
+
+/// The TCP state of a socket (the first byte of `struct tcp_info`).
+pub fn tcp_state(sock: &impl AsRawFd) -> io::Result<u8> {
+    let mut info = [0u8; 8];
+    let mut len = info.len() as u32;
+    // SAFETY: the fd is open (borrowed); the pointers describe a live buffer and its length,
+    // and the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        getsockopt(
+            sock.as_raw_fd(),
+            IPPROTO_TCP,
+            TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 && len >= 1 {
+        Ok(info[0])
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Dissolves a TCP connection at once: `connect()` with AF_UNSPEC makes Linux send a reset,
+/// drop what is queued, and wake every thread blocked on the socket (reads and writes fail).
+pub fn disconnect(sock: &impl AsRawFd) -> io::Result<()> {
+    // A `struct sockaddr` of family AF_UNSPEC (0): 16 bytes, the family first.
+    let unspec = [0u8; 16];
+    // SAFETY: the fd is open (borrowed); the pointer and length describe a live buffer.
+    let rc = unsafe {
+        connect(
+            sock.as_raw_fd(),
+            unspec.as_ptr().cast(),
+            unspec.len() as u32,
+        )
+    };
+    if rc == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

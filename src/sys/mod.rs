@@ -26,6 +26,35 @@ pub fn is_timeout(e: &io::Error) -> bool {
     }
 }
 
+/// Ends a connection hard, as a reset (RST) rather than a FIN, and wakes every thread
+/// blocked on it: for the peer of a connection whose other side failed, so that a client of
+/// a close-delimited protocol does not take a cut stream for a complete one. Linux: the
+/// kernel's disconnect (`connect` with AF_UNSPEC). Elsewhere: a shutdown of both halves (a
+/// FIN: the portable best).
+pub fn reset(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    if linux::disconnect(stream).is_ok() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Whether a socket whose read just returned 0 was closed by a failure (a reset, or the
+/// kernel giving up: the error itself went to another thread's call) rather than by the
+/// peer's FIN. Only meaningful while this side has not sent its own FIN. Linux reads the
+/// TCP state; elsewhere `false`.
+pub fn closed_by_failure(stream: &TcpStream) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        linux::tcp_state(stream).is_ok_and(|s| s == linux::TCP_CLOSE)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        false
+    }
+}
+
 /// Turns TCP keepalive on with the first probe after `idle` (then every 10 s, 6 probes: a dead
 /// peer is found about a minute later), or off with `None`. Outside Linux: a no-op.
 pub fn set_keepalive(stream: &TcpStream, idle: Option<Duration>) -> io::Result<()> {

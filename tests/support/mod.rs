@@ -48,6 +48,6 @@ pub use procfs::{
     GuestMemory,
 };
 #[allow(unused_imports)]
-pub use sys::{mss, raise_fd_limit};
+pub use sys::{mss, raise_fd_limit, set_user_timeout_in};
 #[allow(unused_imports)]
 pub use wait::{spawn, wait_until, PATIENCE};
