@@ -258,3 +258,51 @@ fn a_target_the_kernel_gave_up_on_reaches_the_client_as_a_reset() {
     let mut byte = [0; 1];
     assert!(client.read(&mut byte).map_or(true, |n| n == 0));
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_copy_buffer_that_cannot_be_allocated_ends_no_connection() {
+    if std::process::Command::new("prlimit")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs prlimit (util-linux)");
+        return;
+    }
+    if skip_under_emulation("an address-space limit on qemu limits qemu, not the guest") {
+        return;
+    }
+    // 400 MiB of address space (a 32-bit router has 2-3 GiB): the idle process takes about
+    // 70 MiB, so two connections' 64 MiB buffers each way fit and the rest do not.
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    let fwd = Tcpfwd::start_wrapped(
+        &["prlimit", "--as=419430400"],
+        &["127.0.0.1:0", &target, "--buffer-size", "64m"],
+    );
+    let addr = fwd.addr();
+    // Ten bulk clients at once, each 1 MiB both ways: every byte comes back.
+    let clients: Vec<_> = (0..10u32)
+        .map(|i| {
+            spawn(move || {
+                let data = pattern(1 << 20, i);
+                echo_both_ways_at_once(&mut connect(addr), &data);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a bulk client lost bytes");
+    }
+    // Said once for the burst, and the process lives and serves again.
+    fwd.wait_line("cannot allocate a 67108864 byte copy buffer");
+    assert_eq!(
+        count_lines(&fwd, "cannot allocate"),
+        1,
+        "{}",
+        fwd.lines().join("\n")
+    );
+    assert!(threads_of(fwd.pid()).is_some(), "tcpfwd died");
+    echo_through(addr, 300_000);
+    fwd.wait_lines("end=client-eof", 11);
+}

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::config::rule::Rule;
 use crate::config::Setup;
 use crate::log;
-use crate::sys::reason;
+use crate::sys::{self, reason};
 use crate::threads;
 use listen::ListenError;
 use state::RuleState;
@@ -52,6 +52,7 @@ impl fmt::Display for ServeError {
 /// stopped by a signal.
 pub fn run(mut setup: Setup) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
+    sys::limit_malloc_arenas();
     let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());
     limits::check(&mut setup.rules, listeners).map_err(ServeError::Limits)?;
     let mut opened: Vec<(Rule, Vec<TcpListener>)> = Vec::new();

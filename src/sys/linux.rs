@@ -44,6 +44,10 @@ extern "C" {
         -> c_int;
     fn getrlimit(resource: c_int, limit: *mut Rlimit) -> c_int;
     fn listen(fd: c_int, backlog: c_int) -> c_int;
+    #[cfg(target_env = "gnu")]
+    fn malloc_trim(pad: usize) -> c_int;
+    #[cfg(target_env = "gnu")]
+    fn mallopt(param: c_int, value: c_int) -> c_int;
     fn connect(fd: c_int, addr: *const c_void, len: u32) -> c_int;
     fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
 }
@@ -141,6 +145,24 @@ pub fn disconnect(sock: &impl AsRawFd) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// glibc's M_ARENA_MAX.
+#[cfg(target_env = "gnu")]
+const M_ARENA_MAX: c_int = -8;
+
+/// glibc: at most `arenas` malloc arenas, however many threads allocate.
+#[cfg(target_env = "gnu")]
+pub fn limit_arenas(arenas: c_int) {
+    // SAFETY: mallopt takes two integers and changes only malloc's own settings.
+    unsafe { mallopt(M_ARENA_MAX, arenas) };
+}
+
+/// glibc: gives the free memory of every malloc arena back to the system.
+#[cfg(target_env = "gnu")]
+pub fn trim_heap() {
+    // SAFETY: malloc_trim takes a size and touches only malloc's own state, under its locks.
+    unsafe { malloc_trim(0) };
 }
 
 pub fn nofile_limit() -> io::Result<Rlimit> {
