@@ -23,6 +23,15 @@ impl Counter {
     }
 }
 
+/// Client connections open now in the whole process, every rule's (removed ones' too): what a
+/// graceful stop waits for.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Client connections open now in the whole process.
+pub fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Acquire)
+}
+
 /// Everything counted for one rule.
 #[derive(Default)]
 pub struct RuleCounters {
@@ -56,10 +65,12 @@ impl RuleCounters {
     /// A connection started.
     pub fn opened(&self) {
         self.active.fetch_add(1, Ordering::Relaxed);
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A connection ended.
     pub fn closed(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -30,6 +30,8 @@ pub enum End {
     AuthFailed,
     /// A malformed CONNECT head or PROXY header.
     BadRequest,
+    /// Still open when a graceful stop's `--grace` ran out: reset on both sides.
+    Shutdown,
     /// Anything else (e.g. a thread could not be started).
     Error,
 }
@@ -50,12 +52,13 @@ impl End {
             End::Denied => "denied",
             End::AuthFailed => "auth-failed",
             End::BadRequest => "bad-request",
+            End::Shutdown => "shutdown",
             End::Error => "error",
         }
     }
 
     /// Every end, for metrics.
-    pub const ALL: [End; 13] = [
+    pub const ALL: [End; 14] = [
         End::ClientEof,
         End::TargetEof,
         End::ClientReset,
@@ -68,6 +71,7 @@ impl End {
         End::Denied,
         End::AuthFailed,
         End::BadRequest,
+        End::Shutdown,
         End::Error,
     ];
 

@@ -41,7 +41,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         // A bug in one connection ends that connection only; say so on one line.
         log::problem(format_args!("internal error (please report): {info}"));
     }));
-    match config::parse_args(args) {
+    match config::parse_args(args.clone()) {
         Err(e) => {
             eprintln!("tcpfwd: {e}");
             2
@@ -64,7 +64,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             }
             0
         }
-        Ok(Command::Run(setup)) => match serve::run(setup) {
+        Ok(Command::Run(setup)) => match serve::run(setup, args) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("tcpfwd: {e}");

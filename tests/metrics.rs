@@ -90,7 +90,7 @@ fn metrics_move_by_exactly_what_was_sent() {
         .lines()
         .filter(|l| l.starts_with("tcpfwd_connections_total{"))
         .count();
-    assert_eq!(ends, 13, "one series per end word:\n{after}");
+    assert_eq!(ends, 14, "one series per end word:\n{after}");
 }
 
 #[test]

@@ -27,6 +27,8 @@ pub struct Setup {
     pub rules: Vec<Rule>,
     /// Process options.
     pub process: Process,
+    /// The config file the rules come from (`--config`): what SIGHUP reloads.
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Parses the process's arguments (without the program name).
@@ -49,6 +51,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, Error> {
             Setup {
                 rules: file.rules,
                 process: line.process.or(&file.process).build(),
+                config: Some(path.clone()),
             }
         }
         None => {
@@ -56,6 +59,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, Error> {
             Setup {
                 rules: vec![rule],
                 process: line.process.build(),
+                config: None,
             }
         }
     };
@@ -209,6 +213,7 @@ mod tests {
             "--connect-deny",
             "--auth",
             "--stats",
+            "--grace",
             "--config",
             "--check",
         ] {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::addr::Acl;
-use crate::config::rule::{Mode, Options, Ports, Process, Rule, Target};
+use crate::config::rule::{Mode, Options, Ports, Process, Rule, Target, DEFAULT_GRACE};
 use crate::config::units::{ShowDuration, ShowSize};
 use crate::log::Verbosity;
 use crate::wire::proxy_header::Version as ProxyVersion;
@@ -148,6 +148,9 @@ impl fmt::Display for Process {
             Verbosity::Quiet => parts.push("-q".into()),
             Verbosity::Normal => {}
             Verbosity::Verbose => parts.push("-v".into()),
+        }
+        if self.grace != DEFAULT_GRACE {
+            parts.push(format!("--grace {}", ShowDuration(self.grace)));
         }
         write!(f, "{}", parts.join(" "))
     }

@@ -40,8 +40,10 @@ Rule options:                                      default
 
 Process options:
   --stats ADDR          Prometheus metrics at http://ADDR/metrics  off
+  --grace DUR           SIGTERM: connections may go on for DUR     30s
   -v, -q                more / less logging on stderr
   -h, --help            this text        -V, --version    the version
 
+Signals: HUP reloads --config, TERM/INT stop gracefully, USR2 hands over to a new binary.
 Exit status: 2 usage or config error, 1 a listener cannot be opened.
 ";

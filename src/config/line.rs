@@ -10,6 +10,7 @@ use lexopt::prelude::*;
 use crate::addr::{Acl, Cidr, HostPort, ListenAddr};
 use crate::config::rule::{
     Balance, ConnectPolicy, Forward, HealthCheck, Mode, Options, Ports, Process, Rule, Target,
+    DEFAULT_GRACE,
 };
 use crate::config::units::{parse_duration, parse_size};
 use crate::log::Verbosity;
@@ -32,11 +33,12 @@ pub(crate) struct Line {
 pub(crate) struct ProcessDraft {
     pub(crate) stats: Option<HostPort>,
     pub(crate) verbosity: Option<Verbosity>,
+    pub(crate) grace: Option<Duration>,
 }
 
 impl ProcessDraft {
     pub(crate) fn is_empty(&self) -> bool {
-        self.stats.is_none() && self.verbosity.is_none()
+        self.stats.is_none() && self.verbosity.is_none() && self.grace.is_none()
     }
 
     /// Fills what this one leaves unset from `other`.
@@ -44,6 +46,7 @@ impl ProcessDraft {
         ProcessDraft {
             stats: self.stats.clone().or_else(|| other.stats.clone()),
             verbosity: self.verbosity.or(other.verbosity),
+            grace: self.grace.or(other.grace),
         }
     }
 
@@ -51,6 +54,7 @@ impl ProcessDraft {
         Process {
             stats: self.stats.clone(),
             verbosity: self.verbosity.unwrap_or_default(),
+            grace: self.grace.unwrap_or(DEFAULT_GRACE),
         }
     }
 }
@@ -97,6 +101,7 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
             Short('v') => line.process.verbosity = Some(Verbosity::Verbose),
             Short('q') => line.process.verbosity = Some(Verbosity::Quiet),
             Long("stats") => line.process.stats = Some(value(&mut p, "stats", parse_stats)?),
+            Long("grace") => line.process.grace = Some(value(&mut p, "grace", parse_duration)?),
             Long("config") => line.config = Some(value(&mut p, "config", |s| Ok(s.into()))?),
             Long("check") => line.check = true,
             Long("connect") => {

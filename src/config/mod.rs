@@ -14,3 +14,4 @@ mod units;
 
 pub use argv::{parse_args, Command, Setup};
 pub use help::HELP;
+pub use units::ShowDuration;

@@ -211,11 +211,26 @@ impl Default for HealthCheck {
     }
 }
 
+/// How long connections in flight may go on after SIGTERM/SIGINT (`--grace`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
 /// Options of the whole process rather than of one rule.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Process {
     /// Where to serve Prometheus metrics.
     pub stats: Option<HostPort>,
     /// Logging level.
     pub verbosity: Verbosity,
+    /// How long a graceful stop waits for connections in flight (`0`: not at all).
+    pub grace: Duration,
+}
+
+impl Default for Process {
+    fn default() -> Process {
+        Process {
+            stats: None,
+            verbosity: Verbosity::default(),
+            grace: DEFAULT_GRACE,
+        }
+    }
 }

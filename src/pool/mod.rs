@@ -7,7 +7,7 @@
 //! is held across a connect: the plan is made under short locks, the connects happen after.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,10 +28,11 @@ pub struct Member {
     pub target: Target,
     /// The target as written (address only, without flags), for logs and metric labels.
     pub label: String,
-    /// Connections open to it now (including connects in progress).
-    pub active: AtomicUsize,
-    /// Passive and active health.
-    health: Health,
+    /// Connections open to it now (including connects in progress); shared with the same
+    /// target's member in the pool a reload makes.
+    pub active: Arc<AtomicUsize>,
+    /// Passive and active health (shared like `active`).
+    health: Arc<Health>,
     /// Its identity for source-hash.
     key: u64,
 }
@@ -43,8 +44,17 @@ impl Member {
             key: balance::key_of(&label),
             target: target.clone(),
             label,
-            active: AtomicUsize::new(0),
-            health: Health::default(),
+            active: Arc::default(),
+            health: Arc::default(),
+        }
+    }
+
+    /// The same target in a new pool: its live count and health go on.
+    fn after(target: &Target, previous: &Member) -> Member {
+        Member {
+            active: Arc::clone(&previous.active),
+            health: Arc::clone(&previous.health),
+            ..Member::new(target)
         }
     }
 
@@ -97,6 +107,8 @@ pub struct Pool {
     all_down: Burst,
     /// A local shortage (file descriptors, memory, ports) is logged once per burst.
     shortage: Burst,
+    /// Replaced by a reload: its probe thread stops.
+    retired: AtomicBool,
 }
 
 /// A connection to a target; the target's open-connection count drops when `lease` is dropped.
@@ -142,7 +154,32 @@ impl Pool {
             tick: AtomicUsize::new(0),
             all_down: Burst::default(),
             shortage: Burst::default(),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// The pool a reload makes for a changed target list: a target still in it (the same
+    /// target as written) keeps its health and open-connection count.
+    pub fn after(forward: &Forward, connect_timeout: Duration, previous: Option<&Pool>) -> Pool {
+        let mut pool = Pool::new(forward, connect_timeout);
+        if let Some(previous) = previous {
+            for member in &mut pool.members {
+                if let Some(old) = previous.members.iter().find(|m| m.label == member.label) {
+                    *member = Member::after(&member.target, old);
+                }
+            }
+        }
+        pool
+    }
+
+    /// Marks the pool replaced (a reload changed or removed its rule): probes stop.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a reload replaced the pool.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// The active health-check interval, if any.

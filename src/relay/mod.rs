@@ -9,6 +9,7 @@
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
 mod buffer;
+mod cut;
 mod outcome;
 mod send;
 mod timers;
@@ -16,7 +17,7 @@ mod verdict;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::end::End;
 use crate::log::{self, Burst};
@@ -26,6 +27,7 @@ use buffer::Buffer;
 use timers::Timers;
 use verdict::{Direction, Verdict};
 
+pub use cut::cut_all;
 pub use outcome::{Outcome, Settings};
 pub use timers::Timeouts;
 
@@ -54,6 +56,8 @@ pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcom
         verdict,
     });
 
+    // Registered while it runs, so the end of a graceful stop can cut it.
+    let _registration = cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>);
     let other = Arc::clone(&pair);
     let down = match threads::spawn(move || other.copy(Direction::Down)) {
         Ok(handle) => {
@@ -143,6 +147,10 @@ impl Pair {
     /// gave up on it: ETIMEDOUT), the other side is reset too, not sent a FIN.
     fn abort(&self, end: End) {
         self.verdict.note(end);
+        if self.verdict.end() == End::Shutdown {
+            // Being cut: a FIN now would reach the other side before its RST.
+            return;
+        }
         match end {
             End::TargetReset => sys::reset(&self.client),
             End::ClientReset => sys::reset(&self.target),
@@ -150,6 +158,14 @@ impl Pair {
         }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
+    }
+}
+
+impl cut::Cut for Pair {
+    fn cut(&self) {
+        self.verdict.note(End::Shutdown);
+        sys::reset(&self.client);
+        sys::reset(&self.target);
     }
 }
 

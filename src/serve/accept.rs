@@ -1,28 +1,130 @@
 //! Accept loops: a rule's (limits, back-off, handing each client on) and the metrics one's.
-//! Neither ever exits or spins: a failing `accept()` backs off and is logged as a burst (start, end, at most one line
-//! per few seconds between).
+//! Neither spins: a failing `accept()` backs off and is logged as a burst (start, end, at
+//! most one line per few seconds between). A loop ends only when its [`Listener`] is stopped
+//! (graceful stop, hand-over, a reload that removed the rule).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use crate::log::{self, Burst};
 use crate::serve::session;
-use crate::serve::state::{RuleState, Slot};
-use crate::sys::reason;
+use crate::serve::state::{Current, Slot};
+use crate::sys::{self, reason};
 
-/// Accepts clients of one rule forever. While the rule is at `--max-conns` it does not accept
-/// (clients wait in the backlog); a failing thread start backs off and is logged once per
-/// burst.
-pub fn serve_rule(socket: TcpListener, state: Arc<RuleState>) {
-    let mut acceptor = Acceptor::new(socket);
-    loop {
-        let slot = Slot::acquire(&state);
-        let (stream, peer) = acceptor.next(&state.troubles.accept, &state.label, || {
+/// How soon an accept loop on a socket another process shares sees that it was stopped.
+const SHARED_WAKE: Duration = Duration::from_millis(100);
+
+/// Accept loops running now (a stop waits for them to end).
+static LOOPS: AtomicUsize = AtomicUsize::new(0);
+
+/// The accept loops still running.
+pub fn loops_running() -> usize {
+    LOOPS.load(Ordering::Acquire)
+}
+
+/// Counts one accept loop as running from before its thread starts until it ends.
+pub struct LoopGuard(());
+
+impl LoopGuard {
+    /// Counts a loop about to start.
+    pub fn new() -> LoopGuard {
+        LOOPS.fetch_add(1, Ordering::AcqRel);
+        LoopGuard(())
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        LOOPS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A listening socket and whether its accept loop should go on.
+pub struct Listener {
+    socket: TcpListener,
+    /// Another process holds the same socket (systemd's socket activation, or the process
+    /// it is being handed to): stopping must not shut it down for that process too.
+    shared: AtomicBool,
+    stopped: AtomicBool,
+    /// The thread running the accept loop, while it runs (a stop wakes it).
+    thread: Mutex<Option<sys::ThreadId>>,
+}
+
+impl Listener {
+    /// A listener for `socket`; `shared` if another process holds it too.
+    pub fn new(socket: TcpListener, shared: bool) -> Arc<Listener> {
+        Arc::new(Listener {
+            socket,
+            shared: AtomicBool::new(shared),
+            stopped: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        })
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &TcpListener {
+        &self.socket
+    }
+
+    /// Whether another process holds it too.
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Acquire)
+    }
+
+    /// Another process holds it from now on (it was handed over).
+    pub fn share(&self) {
+        self.shared.store(true, Ordering::Release);
+    }
+
+    /// Stops the accept loop. A socket of this process's own is shut down: new and queued
+    /// clients are refused at once, and the loop wakes. A shared one is left listening for
+    /// the other process; the loop wakes within [`SHARED_WAKE`] (a receive timeout, which
+    /// Linux applies to accept()) and closes this process's copy.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if self.is_shared() || sys::stop_listening(&self.socket).is_err() {
+            let _ = sys::set_accept_timeout(&self.socket, Some(SHARED_WAKE));
+            // An accept() already waiting read the timeout before it was set: interrupted,
+            // it starts again and reads it. The lock keeps the thread in its loop meanwhile.
+            let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(thread) = *thread {
+                sys::wake(thread);
+            }
+        }
+    }
+
+    /// The calling thread runs this listener's loop (`true`) or has left it (`false`).
+    fn running_here(&self, yes: bool) {
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = yes.then(sys::current_thread);
+    }
+
+    /// Whether it was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+/// Accepts clients of one rule until its listener is stopped, handing each the rule's state
+/// current at the accept. While the rule is at `--max-conns` it does not accept (clients
+/// wait in the backlog); a failing thread start backs off and is logged once per burst.
+pub fn serve_rule(listener: Arc<Listener>, current: Arc<Current>, running: LoopGuard) {
+    let mut acceptor = Acceptor::new(Arc::clone(&listener));
+    while !listener.is_stopped() {
+        let state = current.get();
+        let mut slot = Slot::acquire(&state);
+        let accepted = acceptor.next(&state.troubles.accept, &state.label, || {
             state.counters.accept_errors.add(1)
         });
+        let Some((stream, peer)) = accepted else {
+            break;
+        };
+        // A reload while this thread waited in accept() applies to this client already.
+        let state = current.get();
+        slot.rebind(&state);
         if let Err(e) = session::start(stream, peer, slot, &state) {
             state.troubles.spawn.problem(format_args!(
                 "cannot start a connection thread on {}: {} (dropping clients until it works again)",
@@ -40,33 +142,42 @@ pub fn serve_rule(socket: TcpListener, state: Arc<RuleState>) {
             acceptor.backoff.reset();
         }
     }
+    drop(acceptor);
+    drop(running);
 }
 
-/// A listening socket and its back-off.
+/// A listener and its back-off, used by the one thread that runs the listener's loop.
 pub struct Acceptor {
-    socket: TcpListener,
+    listener: Arc<Listener>,
     backoff: Backoff,
 }
 
 impl Acceptor {
-    /// An acceptor for `socket`.
-    pub fn new(socket: TcpListener) -> Acceptor {
+    /// An acceptor for `listener`, on the thread that will run its loop.
+    pub fn new(listener: Arc<Listener>) -> Acceptor {
+        listener.running_here(true);
         Acceptor {
-            socket,
+            listener,
             backoff: Backoff::default(),
         }
     }
 
-    /// The next client. A failed `accept()` is counted (`failed`), logged once per burst in
-    /// `trouble` naming `label`, and retried after a growing pause.
+    /// The next client, or `None` once the listener is stopped. A failed `accept()` is
+    /// counted (`failed`), logged once per burst in `trouble` naming `label`, and retried
+    /// after a growing pause.
     pub fn next(
         &mut self,
         trouble: &Burst,
         label: &str,
         mut failed: impl FnMut(),
-    ) -> (TcpStream, SocketAddr) {
+    ) -> Option<(TcpStream, SocketAddr)> {
         loop {
-            match self.socket.accept() {
+            let result = self.listener.socket.accept();
+            if self.listener.is_stopped() {
+                // Accepted before the stop took effect: still a client to serve.
+                return result.ok();
+            }
+            match result {
                 Ok(client) => {
                     if let Some(ended) = trouble.clear() {
                         log::problem(format_args!(
@@ -74,9 +185,12 @@ impl Acceptor {
                             ended.count
                         ));
                     }
-                    return client;
+                    return Some(client);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The receive timeout another process set to stop its own loop on a socket
+                // this one shares (a hand-over): nothing failed.
+                Err(e) if sys::is_timeout(&e) => {}
                 Err(e) => {
                     failed();
                     trouble.problem(format_args!(
@@ -86,6 +200,17 @@ impl Acceptor {
                     self.backoff.wait();
                 }
             }
+        }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.listener.running_here(false);
+        if self.listener.is_shared() {
+            // The other process's accept() waits for ever again (after at most one more
+            // timeout).
+            let _ = sys::set_accept_timeout(self.listener.socket(), None);
         }
     }
 }

@@ -14,8 +14,9 @@ use crate::deadline::Deadline;
 use crate::end::End;
 use crate::log::Burst;
 use crate::pool::Member;
-use crate::serve::accept::Acceptor;
+use crate::serve::accept::{Acceptor, Listener, LoopGuard};
 use crate::serve::listen::{bind_listen, ListenError};
+use crate::serve::live::{Live, Reloads};
 use crate::serve::state::RuleState;
 use crate::wire::answer;
 
@@ -36,23 +37,28 @@ pub fn bind_metrics(addr: &HostPort) -> Result<TcpListener, ListenError> {
     })
 }
 
-/// Answers scrapes forever, one at a time. A failing `accept()` backs off and is logged
-/// once per burst; it never stops the loop.
-pub fn serve(socket: TcpListener, rules: Vec<Arc<RuleState>>) {
+/// Answers scrapes one at a time, about the rules being served at each scrape, until the
+/// listener is stopped. A failing `accept()` backs off and is logged once per burst; it
+/// never stops the loop.
+pub fn serve(listener: Arc<Listener>, live: Arc<Live>, running: LoopGuard) {
     let trouble = Burst::default();
-    let mut acceptor = Acceptor::new(socket);
-    loop {
-        let (stream, _) = acceptor.next(&trouble, "the metrics listener", || {});
-        answer(stream, &rules);
+    let mut acceptor = Acceptor::new(listener);
+    while let Some((stream, _)) = acceptor.next(&trouble, "the metrics listener", || {}) {
+        answer(stream, &live);
     }
+    drop(running);
 }
 
 /// Reads one request and answers it; errors only end this request.
-fn answer(stream: TcpStream, rules: &[Arc<RuleState>]) {
+fn answer(stream: TcpStream, live: &Live) {
     let deadline = Deadline::after(REQUEST_DEADLINE);
     let response = match read_head(&stream, deadline) {
         Ok(head) => match route(&head) {
-            Route::Metrics => respond("200 OK", CONTENT_TYPE, &render(rules)),
+            Route::Metrics => respond(
+                "200 OK",
+                CONTENT_TYPE,
+                &render(&live.states(), &live.reloads),
+            ),
             Route::NotFound => respond("404 Not Found", "text/plain", "not found\n"),
             Route::Bad => respond("400 Bad Request", "text/plain", "bad request\n"),
         },
@@ -184,12 +190,27 @@ const ACCEPT_ERRORS: Family = Family {
     kind: "counter",
 };
 
+const RELOADS: Family = Family {
+    name: "tcpfwd_reloads_total",
+    help: "Reloads of the config file (SIGHUP), by result: ok, or failed (nothing changed).",
+    kind: "counter",
+};
+
 /// The whole exposition: every family of SPEC §5, each with `# HELP` and `# TYPE`, one
-/// series per rule (and per end, direction or target).
-pub fn render(rules: &[Arc<RuleState>]) -> String {
+/// series per rule (and per end, direction or target), and the reloads.
+pub fn render(rules: &[Arc<RuleState>], reloads: &Reloads) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = write_all(&mut out, rules);
+    let _ = header(&mut out, &RELOADS);
+    for (result, counter) in [("ok", &reloads.ok), ("failed", &reloads.failed)] {
+        let _ = writeln!(
+            out,
+            "{}{{result=\"{result}\"}} {}",
+            RELOADS.name,
+            counter.get()
+        );
+    }
     out
 }
 
@@ -336,8 +357,11 @@ mod tests {
         forward.counters.finished(End::ClientEof, 1, 2);
         forward.counters.accept_errors.add(3);
         let proxy = state(&["--connect", ":3128"]);
-        let text = render(&[forward, proxy]);
+        let reloads = Reloads::default();
+        reloads.failed.add(2);
+        let text = render(&[forward, proxy], &reloads);
         for family in [
+            &RELOADS,
             &ACTIVE,
             &TOTAL,
             &BYTES,
@@ -362,6 +386,8 @@ mod tests {
             "tcpfwd_target_connections_active{rule=\"127.0.0.1:0\",target=\"10.0.0.1:81\"} 0",
             "tcpfwd_accept_paused_total{rule=\":3128\"} 0",
             "tcpfwd_accept_errors_total{rule=\"127.0.0.1:0\"} 3",
+            "tcpfwd_reloads_total{result=\"ok\"} 0",
+            "tcpfwd_reloads_total{result=\"failed\"} 2",
         ] {
             assert!(lines.contains(&want), "missing {want:?} in\n{text}");
         }

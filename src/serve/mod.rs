@@ -1,30 +1,40 @@
-//! The serving layer: open every listener first, then serve every rule, one accept thread per
-//! socket. Each accepted client runs [`session`] on a thread of its own: the client filter,
-//! then [`forward`] (a target from the pool) or [`tunnel`] (HTTP CONNECT), both through the
-//! same [`client`] helpers and the same relay. [`metrics`] serves `--stats`; [`probe`] drives
-//! active health checks; [`limits`] checks the kernel's limits at start-up.
+//! The serving layer: open every listener first (or take the ones handed over or passed by
+//! systemd: [`inherit`]), then serve every rule, one accept thread per socket. Each accepted
+//! client runs [`session`] on a thread of its own: the client filter, then [`forward`] (a
+//! target from the pool) or [`tunnel`] (HTTP CONNECT), both through the same [`client`]
+//! helpers and the same relay. [`metrics`] serves `--stats`; [`probe`] drives active health
+//! checks; [`limits`] checks the kernel's limits at start-up. What is served now is in
+//! [`live`]; the main thread then waits for signals ([`lifecycle`]): [`reload`], graceful
+//! stop, [`handover`].
 
 mod accept;
 mod client;
 mod forward;
+mod handover;
+mod inherit;
+mod lifecycle;
 mod limits;
 mod listen;
+mod live;
 mod metrics;
 mod probe;
+mod reload;
 mod session;
 mod state;
 mod tunnel;
 
+use std::ffi::OsString;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use crate::config::rule::Rule;
 use crate::config::Setup;
 use crate::log;
 use crate::sys::{self, reason};
-use crate::threads;
+use accept::Listener;
+use inherit::Inherited;
+use lifecycle::Life;
 use listen::ListenError;
+use live::{Entry, Live, Stats};
 use state::RuleState;
 
 /// Start-up failed: exit status 1.
@@ -48,79 +58,80 @@ impl fmt::Display for ServeError {
     }
 }
 
-/// Opens every listener (the rules' and the metrics one), then serves until the process is
-/// stopped by a signal.
-pub fn run(mut setup: Setup) -> Result<(), ServeError> {
+/// Opens every listener (the rules' and the metrics one), then serves until a graceful stop
+/// ends. `args` are the process's arguments, for a reload or a hand-over.
+pub fn run(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
     sys::limit_malloc_arenas();
+    let signals = lifecycle::install();
+    let mut inherited = Inherited::take();
     let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());
     limits::check(&mut setup.rules, listeners).map_err(ServeError::Limits)?;
-    let mut opened: Vec<(Rule, Vec<TcpListener>)> = Vec::new();
+    let mut opened = Vec::new();
     for rule in setup.rules {
-        let sockets =
-            listen::bind_listen(&rule.listen, rule.options.mss, Some(rule.options.backlog))
-                .map_err(ServeError::Listen)?;
-        let bound: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+        let listeners = match inherited.for_rule(&rule) {
+            Some(listeners) => listeners,
+            None => listen::bind_listen(&rule.listen, rule.options.mss, Some(rule.options.backlog))
+                .map_err(ServeError::Listen)?
+                .into_iter()
+                .map(|s| Listener::new(s, false))
+                .collect(),
+        };
+        let bound: Vec<_> = listeners
+            .iter()
+            .filter_map(|l| l.socket().local_addr().ok())
+            .collect();
         if let Some(warning) = tunnel::open_proxy_warning(&rule, &bound) {
             log::problem(format_args!("{warning}"));
         }
-        opened.push((rule, sockets));
+        opened.push((rule, listeners));
     }
     let stats = match &setup.process.stats {
-        Some(addr) => Some(metrics::bind_metrics(addr).map_err(ServeError::Listen)?),
+        Some(addr) => Some(Stats {
+            addr: addr.clone(),
+            listener: match inherited.for_stats(addr) {
+                Some(listener) => listener,
+                None => Listener::new(
+                    metrics::bind_metrics(addr).map_err(ServeError::Listen)?,
+                    false,
+                ),
+            },
+        }),
         None => None,
     };
-    let own_addrs: Arc<Vec<SocketAddr>> = Arc::new(
+    let ready = inherited.finish();
+    let entries: Vec<Arc<Entry>> = {
+        let sockets: Vec<_> = opened.iter().flat_map(|(_, l)| l.iter()).collect();
+        let own_addrs = Arc::new(
+            sockets
+                .iter()
+                .copied()
+                .chain(stats.as_ref().map(|s| &s.listener))
+                .filter_map(|l| l.socket().local_addr().ok())
+                .collect::<Vec<_>>(),
+        );
         opened
-            .iter()
-            .flat_map(|(_, s)| s.iter())
-            .chain(&stats)
-            .filter_map(|s| s.local_addr().ok())
-            .collect(),
-    );
-    let states: Vec<(Arc<RuleState>, Vec<TcpListener>)> = opened
-        .into_iter()
-        .map(|(rule, sockets)| {
-            (
-                Arc::new(RuleState::new(rule, Arc::clone(&own_addrs))),
-                sockets,
-            )
-        })
-        .collect();
-    if let Some(socket) = stats {
-        serve_metrics(socket, states.iter().map(|(s, _)| Arc::clone(s)).collect())?;
+            .into_iter()
+            .map(|(rule, l)| Entry::new(RuleState::new(rule, Arc::clone(&own_addrs)), l))
+            .collect()
+    };
+    let live = Arc::new(Live::default());
+    live.set_entries(entries.clone());
+    live.set_stats(stats.clone());
+    // The metrics line comes before the rules' `listening on` lines, so whoever waits for
+    // those has seen it too.
+    if let Some(stats) = &stats {
+        reload::start_metrics(&live, stats).map_err(ServeError::Thread)?;
     }
-    let mut accept_threads = Vec::new();
-    for (state, sockets) in states {
-        if let Some(pool) = &state.pool {
-            if let Some(interval) = pool.health_interval() {
-                probe::start_probes(pool, interval).map_err(ServeError::Thread)?;
-            }
-        }
-        for socket in sockets {
-            let local = socket.local_addr();
-            let serving = Arc::clone(&state);
-            let handle = threads::spawn(move || accept::serve_rule(socket, serving))
-                .map_err(ServeError::Thread)?;
-            accept_threads.push(handle);
-            if let Ok(local) = local {
-                log::info(format_args!("listening on {local} (rule {})", state.label));
-            }
-        }
+    for entry in &entries {
+        entry.start().map_err(ServeError::Thread)?;
     }
-    for handle in accept_threads {
-        let _ = handle.join();
-    }
-    Ok(())
-}
-
-/// Starts the metrics thread. Logged before the rules' `listening on` lines, so whoever
-/// waits for those has seen this one too.
-fn serve_metrics(socket: TcpListener, rules: Vec<Arc<RuleState>>) -> Result<(), ServeError> {
-    let local = socket.local_addr();
-    threads::spawn(move || metrics::serve(socket, rules)).map_err(ServeError::Thread)?;
-    if let Ok(local) = local {
-        log::info(format_args!("metrics on http://{local}/metrics"));
-    }
+    inherit::say_ready(ready);
+    let life = Life {
+        args,
+        config: setup.config,
+        grace: setup.process.grace,
+    };
+    lifecycle::serve_until_stopped(live, signals, life);
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! What one rule's threads share: the rule, its targets, its `--max-conns` places, its
-//! counters, and how a finished connection is logged and counted.
+//! counters, and how a finished connection is logged and counted. A reload gives a rule a
+//! new [`RuleState`] in its [`Current`] cell; connections keep the one they started with,
+//! and the places, counters and target health go on from one state to the next.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
@@ -21,10 +23,11 @@ pub struct RuleState {
     pub pool: Option<Arc<Pool>>,
     /// Every address this process listens on (CONNECT refuses to tunnel to them).
     pub own_addrs: Arc<Vec<SocketAddr>>,
-    /// Open connections against `--max-conns`.
-    slots: Slots,
-    /// Counters.
-    pub counters: RuleCounters,
+    /// Open connections against `--max-conns` (shared with the rule's states before and
+    /// after a reload).
+    slots: Arc<Slots>,
+    /// Counters (shared like the places).
+    pub counters: Arc<RuleCounters>,
     /// Once-per-burst logging of resource trouble.
     pub troubles: Troubles,
 }
@@ -52,8 +55,32 @@ impl RuleState {
             rule,
             pool,
             own_addrs,
-            slots: Slots::default(),
-            counters: RuleCounters::default(),
+            slots: Arc::default(),
+            counters: Arc::default(),
+            troubles: Troubles::default(),
+        }
+    }
+
+    /// The state after a reload that kept the rule's listen address: the new rule's options
+    /// and targets, the same places and counters; an unchanged rule keeps its pool, a changed
+    /// one gets a new pool that keeps the health of each target still in it.
+    pub fn renewed(rule: Rule, old: &RuleState, own_addrs: Arc<Vec<SocketAddr>>) -> RuleState {
+        let pool = match (&rule.mode, &old.pool) {
+            (Mode::Forward(_), Some(pool)) if rule == old.rule => Some(Arc::clone(pool)),
+            (Mode::Forward(fw), previous) => Some(Arc::new(Pool::after(
+                fw,
+                rule.options.connect_timeout,
+                previous.as_deref(),
+            ))),
+            (Mode::Connect(_), _) => None,
+        };
+        RuleState {
+            label: rule.listen.to_string(),
+            rule,
+            pool,
+            own_addrs,
+            slots: Arc::clone(&old.slots),
+            counters: Arc::clone(&old.counters),
             troubles: Troubles::default(),
         }
     }
@@ -92,6 +119,27 @@ impl RuleState {
             end: outcome.end,
             user,
         });
+    }
+}
+
+/// A rule's state as it is now: what its accept loop hands each new connection. Swapped by a
+/// reload under a short lock.
+pub struct Current(Mutex<Arc<RuleState>>);
+
+impl Current {
+    /// A cell holding `state`.
+    pub fn new(state: Arc<RuleState>) -> Current {
+        Current(Mutex::new(state))
+    }
+
+    /// The state now.
+    pub fn get(&self) -> Arc<RuleState> {
+        Arc::clone(&self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `state` in; returns the one it replaces.
+    pub fn replace(&self, state: Arc<RuleState>) -> Arc<RuleState> {
+        std::mem::replace(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()), state)
     }
 }
 
@@ -143,6 +191,19 @@ impl Slot {
     pub fn count(&mut self) {
         self.state.counters.opened();
         self.counted = true;
+    }
+
+    /// Moves this place to `state`, the rule's state now (after a reload while the accept
+    /// loop waited): the same places when the state is a renewal, else a place of its own.
+    pub fn rebind(&mut self, state: &Arc<RuleState>) {
+        if Arc::ptr_eq(&self.state, state) {
+            return;
+        }
+        if Arc::ptr_eq(&self.state.slots, &state.slots) {
+            self.state = Arc::clone(state);
+        } else {
+            *self = Slot::acquire(state);
+        }
     }
 
     /// The rule this place belongs to.

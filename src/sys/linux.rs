@@ -14,6 +14,21 @@ pub const SO_KEEPALIVE: c_int = 8;
 pub const SOL_SOCKET: c_int = 1;
 #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
 pub const SO_KEEPALIVE: c_int = 9;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+pub const SO_RCVTIMEO: c_int = 0x1006;
+#[cfg(any(target_arch = "powerpc", target_arch = "powerpc64"))]
+pub const SO_RCVTIMEO: c_int = 18;
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
+pub const SO_RCVTIMEO: c_int = 20;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+pub const SO_ACCEPTCONN: c_int = 0x1009;
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+pub const SO_ACCEPTCONN: c_int = 30;
 pub const IPPROTO_TCP: c_int = 6;
 pub const TCP_MAXSEG: c_int = 2;
 pub const TCP_KEEPIDLE: c_int = 4;
@@ -38,7 +53,29 @@ pub struct Rlimit {
     pub max: RlimT,
 }
 
+const F_GETFD: c_int = 1;
+const F_SETFD: c_int = 2;
+const FD_CLOEXEC: c_int = 1;
+const SHUT_RD: c_int = 0;
+
+/// `struct timeval` as the old SO_RCVTIMEO reads it: two `long`s (musl's 32-bit time_t
+/// is 64 bits, and musl translates).
+#[cfg(not(target_env = "musl"))]
+type TimeVal = [std::ffi::c_long; 2];
+#[cfg(target_env = "musl")]
+type TimeVal = [i64; 2];
+
+/// `struct sockaddr` with family AF_UNSPEC (0).
+#[repr(C)]
+struct SockAddrUnspec {
+    family: u16,
+    data: [u8; 14],
+}
+
 extern "C" {
+    fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+    fn shutdown(fd: c_int, how: c_int) -> c_int;
+    fn connect(fd: c_int, addr: *const SockAddrUnspec, len: u32) -> c_int;
     fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
     fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut u32)
         -> c_int;
@@ -48,7 +85,6 @@ extern "C" {
     fn malloc_trim(pad: usize) -> c_int;
     #[cfg(target_env = "gnu")]
     fn mallopt(param: c_int, value: c_int) -> c_int;
-    fn connect(fd: c_int, addr: *const c_void, len: u32) -> c_int;
     fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
 }
 
@@ -127,26 +163,6 @@ pub fn tcp_state(sock: &impl AsRawFd) -> io::Result<u8> {
     }
 }
 
-/// Dissolves a TCP connection at once: `connect()` with AF_UNSPEC makes Linux send a reset,
-/// drop what is queued, and wake every thread blocked on the socket (reads and writes fail).
-pub fn disconnect(sock: &impl AsRawFd) -> io::Result<()> {
-    // A `struct sockaddr` of family AF_UNSPEC (0): 16 bytes, the family first.
-    let unspec = [0u8; 16];
-    // SAFETY: the fd is open (borrowed); the pointer and length describe a live buffer.
-    let rc = unsafe {
-        connect(
-            sock.as_raw_fd(),
-            unspec.as_ptr().cast(),
-            unspec.len() as u32,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// glibc's M_ARENA_MAX.
 #[cfg(target_env = "gnu")]
 const M_ARENA_MAX: c_int = -8;
@@ -181,5 +197,127 @@ pub fn set_nofile_limit(limit: &Rlimit) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets or clears close-on-exec on `fd`. An error if `fd` is not open.
+pub fn set_cloexec(fd: c_int, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFD/F_SETFD reads and sets the descriptor's flags only; an fd
+    // that is not open is EBADF.
+    let flags = unsafe { fcntl(fd, F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | FD_CLOEXEC
+    } else {
+        flags & !FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    if unsafe { fcntl(fd, F_SETFD, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// shutdown(SHUT_RD): on a listening socket, stops listening (queued and new connects are
+/// refused) and wakes a thread blocked in accept().
+pub fn shutdown_read(sock: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: the fd is open (borrowed); shutdown touches no memory.
+    if unsafe { shutdown(sock.as_raw_fd(), SHUT_RD) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// connect() to AF_UNSPEC: the kernel drops the connection at once, sending an RST, and wakes
+/// every thread blocked on the socket with an error; the fd stays open for its owner.
+pub fn disconnect(sock: &impl AsRawFd) -> io::Result<()> {
+    let addr = SockAddrUnspec {
+        family: 0,
+        data: [0; 14],
+    };
+    let len = std::mem::size_of::<SockAddrUnspec>() as u32;
+    // SAFETY: the fd is open (borrowed); the pointer and length describe a live sockaddr.
+    if unsafe { connect(sock.as_raw_fd(), &addr, len) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// SO_RCVTIMEO, which Linux applies to accept() too (EAGAIN when it runs out); 0 = none.
+pub fn set_receive_timeout(sock: &impl AsRawFd, micros: u64) -> io::Result<()> {
+    let value: TimeVal = [
+        (micros / 1_000_000).try_into().unwrap_or(0),
+        (micros % 1_000_000).try_into().unwrap_or(0),
+    ];
+    let len = std::mem::size_of::<TimeVal>() as u32;
+    // SAFETY: the fd is open (borrowed), the pointer and length describe a live timeval.
+    let rc = unsafe {
+        setsockopt(
+            sock.as_raw_fd(),
+            SOL_SOCKET,
+            SO_RCVTIMEO,
+            (&value as *const TimeVal).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// See `sys::adopt_listener`.
+pub fn adopt_listener(fd: c_int) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    set_cloexec(fd, true)?;
+    if get_int(&fd, SOL_SOCKET, SO_ACCEPTCONN)? != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening socket",
+        ));
+    }
+    // SAFETY: the fd is open (fcntl succeeded) and, named to this process as handed over
+    // to it, owned by nothing else in it.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    match listener.local_addr() {
+        Ok(_) => Ok(listener),
+        Err(e) => {
+            // Not a TCP socket: give the fd back untouched rather than close it.
+            let _ = listener.into_raw_fd();
+            Err(e)
+        }
+    }
+}
+
+/// See `sys::adopt_stream`.
+pub fn adopt_stream(fd: c_int) -> io::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::FromRawFd;
+    set_cloexec(fd, true)?;
+    // SAFETY: the fd is open (fcntl succeeded) and named to this process as its own.
+    Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SO_REUSEADDR (2 on Linux, 4 on MIPS) is set by std's bind on Unix, so a restarted
+    /// tcpfwd binds over connections in TIME_WAIT; SO_REUSEPORT (15, MIPS 0x200) never is:
+    /// a second process on the same port would split the accept queue.
+    #[test]
+    fn listeners_reuse_the_address_never_the_port() {
+        let (reuse_addr, reuse_port) = if cfg!(any(target_arch = "mips", target_arch = "mips64")) {
+            (4, 0x200)
+        } else {
+            (2, 15)
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(get_int(&listener, SOL_SOCKET, reuse_addr).unwrap(), 1);
+        assert_eq!(get_int(&listener, SOL_SOCKET, reuse_port).unwrap(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The OS below std: Linux socket options and limits that std lacks (the only `unsafe` in
-//! tcpfwd, in [`linux`] and [`sigstack`]), and what an I/O error means on this OS. Elsewhere
-//! than Linux these are portable no-ops or clear "unsupported" errors.
+//! tcpfwd, in [`linux`], [`sigstack`] and [`signals`]), signals and inherited descriptors,
+//! and what an I/O error means on this OS. Elsewhere than Linux these are portable no-ops
+//! or clear "unsupported" errors.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -10,9 +11,51 @@ use std::time::Duration;
 mod linux;
 mod reason;
 #[cfg(target_os = "linux")]
+pub mod signals;
+#[cfg(target_os = "linux")]
 mod sigstack;
 
 pub use reason::reason;
+#[cfg(target_os = "linux")]
+pub use signals::Signals;
+
+/// A signal tcpfwd acts on (SPEC §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux's handlers make them
+pub enum Signal {
+    /// SIGHUP: reload the config file.
+    Hup,
+    /// SIGTERM or SIGINT: stop gracefully.
+    Stop,
+    /// SIGUSR2: hand the listeners over to a new process.
+    Usr2,
+}
+
+/// Signals as messages to the main thread: not available here.
+#[cfg(not(target_os = "linux"))]
+pub struct Signals(());
+
+#[cfg(not(target_os = "linux"))]
+impl Signals {
+    /// Always an error: signals keep their default action here.
+    pub fn install() -> io::Result<Signals> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Never a signal.
+    pub fn next(&mut self, limit: Option<Duration>) -> Option<Signal> {
+        let _ = limit;
+        None
+    }
+}
+
+/// A stream inherited from the process that started this one (the hand-over's readiness
+/// pipe).
+#[cfg(target_os = "linux")]
+pub type Pipe = std::os::unix::net::UnixStream;
+/// A stream inherited from the process that started this one (none here).
+#[cfg(not(target_os = "linux"))]
+pub type Pipe = io::Sink;
 
 /// Whether `e` is the expiry of a timeout set with `set_read_timeout`/`set_write_timeout`:
 /// `WouldBlock` on Unix (std reports SO_RCVTIMEO's EAGAIN so), `TimedOut` on Windows. On Unix
@@ -24,19 +67,6 @@ pub fn is_timeout(e: &io::Error) -> bool {
         io::ErrorKind::TimedOut => cfg!(windows),
         _ => false,
     }
-}
-
-/// Ends a connection hard, as a reset (RST) rather than a FIN, and wakes every thread
-/// blocked on it: for the peer of a connection whose other side failed, so that a client of
-/// a close-delimited protocol does not take a cut stream for a complete one. Linux: the
-/// kernel's disconnect (`connect` with AF_UNSPEC). Elsewhere: a shutdown of both halves (a
-/// FIN: the portable best).
-pub fn reset(stream: &TcpStream) {
-    #[cfg(target_os = "linux")]
-    if linux::disconnect(stream).is_ok() {
-        return;
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// Whether a socket whose read just returned 0 was closed by a failure (a reset, or the
@@ -185,4 +215,107 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 pub fn fault_signals_to_default() {
     #[cfg(target_os = "linux")]
     sigstack::fault_signals_to_default();
+}
+
+/// Stops a listening socket for every process that holds it: queued and new connects are
+/// refused, and a thread blocked in `accept()` on it wakes (Linux: shutdown(SHUT_RD)).
+pub fn stop_listening(listener: &TcpListener) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::shutdown_read(listener)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = listener;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Makes `accept()` on `listener` give up after `limit` (`None`: wait for ever), so an accept
+/// loop sees a stop without touching a socket another process shares (Linux: SO_RCVTIMEO).
+pub fn set_accept_timeout(listener: &TcpListener, limit: Option<Duration>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let micros = limit.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        linux::set_receive_timeout(listener, micros.max(u64::from(limit.is_some())))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (listener, limit);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Cuts a connection: the peer gets an RST (not a FIN), and threads blocked on the socket
+/// wake with an error; the socket stays open for its owner (Linux: connect to AF_UNSPEC).
+/// Elsewhere: shut down both directions.
+pub fn reset(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = linux::disconnect(stream);
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Lets a descriptor be inherited by a program started next (`true`), or not (`false`).
+#[cfg(target_os = "linux")]
+pub fn set_inherited(fd: std::os::fd::RawFd, inherited: bool) -> io::Result<()> {
+    linux::set_cloexec(fd, !inherited)
+}
+
+/// Takes ownership of an inherited listening TCP socket, `fd` (named by systemd's LISTEN_FDS
+/// or by the process that handed it over); it is closed on exec from now on. An error if
+/// `fd` is not open or not a listening TCP socket; then it is left alone. Linux only.
+pub fn adopt_listener(fd: i32) -> io::Result<TcpListener> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::adopt_listener(fd)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Takes ownership of an inherited stream socket `fd` (the hand-over's readiness pipe).
+/// Linux only.
+pub fn adopt_pipe(fd: i32) -> io::Result<Pipe> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::adopt_stream(fd)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// A thread that [`wake`] can interrupt.
+#[cfg(target_os = "linux")]
+pub use signals::ThreadId;
+/// A thread that [`wake`] can interrupt (nothing to interrupt here).
+#[cfg(not(target_os = "linux"))]
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadId;
+
+/// The calling thread.
+pub fn current_thread() -> ThreadId {
+    #[cfg(target_os = "linux")]
+    {
+        signals::current_thread()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        ThreadId
+    }
+}
+
+/// Interrupts the blocking call `thread` is in, which then starts again (and an accept()
+/// reads its receive timeout anew). `thread` must not have exited.
+pub fn wake(thread: ThreadId) {
+    #[cfg(target_os = "linux")]
+    signals::wake(thread);
+    #[cfg(not(target_os = "linux"))]
+    let _ = thread;
 }

@@ -41,13 +41,13 @@ pub use net::{
     closed_port, connect, connect_from, free_port, full_backlog, ipv6_loopback, pattern, read_all,
 };
 #[allow(unused_imports)]
-pub use process::{run, tcpfwd_command, temp_file, Tcpfwd};
+pub use process::{run, signal, tcpfwd_command, temp_file, Tcpfwd};
 #[allow(unused_imports)]
 pub use procfs::{
     address_space_of, close_wait_of, cpu_ticks, fds_of, guest_memory_of, resident_of, threads_of,
     GuestMemory,
 };
 #[allow(unused_imports)]
-pub use sys::{mss, raise_fd_limit, set_user_timeout_in};
+pub use sys::{mss, place_fd, raise_fd_limit, set_user_timeout_in};
 #[allow(unused_imports)]
 pub use wait::{spawn, wait_until, PATIENCE};

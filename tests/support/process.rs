@@ -105,7 +105,8 @@ impl Tcpfwd {
         Tcpfwd::from_command(command)
     }
 
-    fn from_command(mut command: Command) -> Tcpfwd {
+    /// Starts `command` (which runs tcpfwd, e.g. through a launcher) without waiting.
+    pub fn from_command(mut command: Command) -> Tcpfwd {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -196,6 +197,11 @@ impl Tcpfwd {
         }
     }
 
+    /// Whether the process has exited (it is reaped if so).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits for the process to exit; returns its status code and everything it logged.
     pub fn wait_exit(mut self) -> (Option<i32>, String) {
         let deadline = Instant::now() + PATIENCE;
@@ -232,6 +238,16 @@ impl Drop for Tcpfwd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends signal `name` (`HUP`, `TERM`, `USR2`, ...) to process `pid`, which the test started
+/// (or which took over from one it started), with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {pid} failed");
 }
 
 /// Runs `tcpfwd ARGS` to its end; returns exit code, stdout and stderr.

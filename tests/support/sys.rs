@@ -1,15 +1,16 @@
 //! The tests' own FFI, the only `unsafe` of the tests: what std lacks and the tests need —
-//! a connection from a chosen local address, a connection's MSS, the open-file limit raised
-//! to the hard one, and a TCP_USER_TIMEOUT set on a socket of tcpfwd's from outside. Linux
-//! only; elsewhere each returns an "unsupported" error.
+//! a connection from a chosen local address, a connection's MSS, the open-file limit
+//! raised to the hard one, a descriptor placed at a chosen number for a program started
+//! next (socket activation), and a TCP_USER_TIMEOUT set on a socket of tcpfwd's from
+//! outside. Linux only; elsewhere each returns an "unsupported" error.
 //!
 //! The library has calls like these in its own `sys` module, but they are not its job to
 //! export: the tests keep theirs here.
 
 #[cfg(not(target_os = "linux"))]
-pub use elsewhere::{connect_from, mss, raise_fd_limit, set_user_timeout_in};
+pub use elsewhere::{connect_from, mss, place_fd, raise_fd_limit, set_user_timeout_in};
 #[cfg(target_os = "linux")]
-pub use linux::{connect_from, mss, raise_fd_limit, set_user_timeout_in};
+pub use linux::{connect_from, mss, place_fd, raise_fd_limit, set_user_timeout_in};
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -67,6 +68,26 @@ mod linux {
         ) -> c_int;
         fn syscall(number: std::ffi::c_long, ...) -> std::ffi::c_long;
         fn close(fd: c_int) -> c_int;
+        fn dup2(old: c_int, new: c_int) -> c_int;
+        fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+    }
+
+    /// Makes `number` a copy of `fd` that a program started next inherits (dup2 clears
+    /// close-on-exec on the copy), as systemd places sockets 3, 4, ... for socket activation.
+    pub fn place_fd(fd: &impl AsRawFd, number: c_int) -> io::Result<()> {
+        const F_SETFD: c_int = 2;
+        if fd.as_raw_fd() == number {
+            // dup2 onto itself changes nothing: clear close-on-exec by hand.
+            // SAFETY: F_SETFD on an open fd (borrowed) sets its flags only.
+            return check(unsafe { fcntl(number, F_SETFD, 0) });
+        }
+        // SAFETY: dup2 on an open fd (borrowed); `number` is closed first if it was open, which
+        // the caller (a launcher about to exec) wants.
+        if unsafe { dup2(fd.as_raw_fd(), number) } == number {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     const TCP_USER_TIMEOUT: c_int = 18;
@@ -255,6 +276,10 @@ mod elsewhere {
     }
 
     pub fn raise_fd_limit() -> io::Result<u64> {
+        Err(unsupported())
+    }
+
+    pub fn place_fd<T>(_fd: &T, _number: i32) -> io::Result<()> {
         Err(unsupported())
     }
 
