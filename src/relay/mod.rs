@@ -4,7 +4,8 @@
 //! side and stops; the opposite direction keeps running until it ends too (half-close).
 //! An error on either side shuts down both sockets, which wakes the other thread at once; the
 //! side that did not fail is reset, not closed with a FIN, so it cannot take a cut stream for
-//! a complete one.
+//! a complete one. Either socket may be TCP or Unix-domain: a [`Stream`] is either, and
+//! copies the same.
 //! The details sit behind named helpers: the lazy buffer ([`buffer`]), segment sizing
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
@@ -16,11 +17,12 @@ mod timers;
 mod verdict;
 
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::{Arc, Weak};
 
 use crate::end::End;
 use crate::log::{self, Burst};
+use crate::stream::Stream;
 use crate::sys;
 use crate::threads;
 use buffer::Buffer;
@@ -33,8 +35,8 @@ pub use timers::Timeouts;
 
 /// The two sockets of one connection and what both threads know about it.
 struct Pair {
-    client: TcpStream,
-    target: TcpStream,
+    client: Stream,
+    target: Stream,
     settings: Settings,
     timers: Timers,
     verdict: Verdict,
@@ -45,7 +47,7 @@ static NO_THREAD: Burst = Burst::new();
 
 /// Relays until both directions have ended; the calling thread copies client → target,
 /// a second thread copies target → client.
-pub fn relay(client: TcpStream, target: TcpStream, settings: Settings) -> Outcome {
+pub fn relay(client: Stream, target: Stream, settings: Settings) -> Outcome {
     let timers = Timers::new(settings.timeouts);
     let verdict = Verdict::default();
     let pair = Arc::new(Pair {
@@ -110,7 +112,10 @@ impl Pair {
             match (&*from).read(buffer.space()) {
                 // A read of 0 from a socket that failed (its error went to the other thread)
                 // is no EOF: while we have not sent a FIN on it, only a failure closes it.
-                Ok(0) if !self.timers.has_finished(dir.other()) && sys::closed_by_failure(from) => {
+                Ok(0)
+                    if !self.timers.has_finished(dir.other())
+                        && from.as_tcp().is_some_and(sys::closed_by_failure) =>
+                {
                     return Err(dir.reader_reset())
                 }
                 Ok(0) => {
@@ -135,7 +140,7 @@ impl Pair {
 
     /// Writes all of `data` (see [`send::send_segments`]); a write that times out is retried
     /// unless a timeout has expired.
-    fn send(&self, to: &TcpStream, data: &[u8], dir: Direction) -> Result<(), End> {
+    fn send(&self, to: &Stream, data: &[u8], dir: Direction) -> Result<(), End> {
         let moved = || self.timers.moved(dir);
         let retry = || self.timers.rearm_write(to, dir);
         let size = self.settings.segment_size;
@@ -152,8 +157,8 @@ impl Pair {
             return;
         }
         match end {
-            End::TargetReset => sys::reset(&self.client),
-            End::ClientReset => sys::reset(&self.target),
+            End::TargetReset => self.client.reset(),
+            End::ClientReset => self.target.reset(),
             _ => {}
         }
         let _ = self.client.shutdown(Shutdown::Both);
@@ -164,8 +169,8 @@ impl Pair {
 impl cut::Cut for Pair {
     fn cut(&self) {
         self.verdict.note(End::Shutdown);
-        sys::reset(&self.client);
-        sys::reset(&self.target);
+        self.client.reset();
+        self.target.reset();
     }
 }
 

@@ -2,12 +2,12 @@
 //! which direction has ended, and whether a timeout has expired. The copiers block with a
 //! socket timeout of the shortest configured one, and ask here when it fires.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::end::End;
 use crate::relay::verdict::Direction;
+use crate::stream::Stream;
 
 /// The relay's timeouts; `None` = never.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Timers {
     /// Sets the socket timeouts a copier blocks with: the shortest configured timeout, so it
     /// wakes up to check. Nothing at all when no timeout is configured (the sockets block
     /// without one already).
-    pub fn arm(&self, from: &TcpStream, to: &TcpStream) {
+    pub fn arm(&self, from: &Stream, to: &Stream) {
         let tick = match (self.timeouts.idle, self.timeouts.fin) {
             (Some(a), Some(b)) => a.min(b),
             (Some(t), None) | (None, Some(t)) => t,
@@ -118,14 +118,14 @@ impl Timers {
 impl Timers {
     /// After a read in `dir` timed out: the end if a timeout expired, else the socket waits
     /// until the next check is due.
-    pub fn rearm_read(&self, from: &TcpStream, dir: Direction) -> Result<(), End> {
+    pub fn rearm_read(&self, from: &Stream, dir: Direction) -> Result<(), End> {
         let left = self.check(dir)?;
         let _ = from.set_read_timeout(Some(left));
         Ok(())
     }
 
     /// After a write in `dir` timed out: as [`Timers::rearm_read`].
-    pub fn rearm_write(&self, to: &TcpStream, dir: Direction) -> Result<(), End> {
+    pub fn rearm_write(&self, to: &Stream, dir: Direction) -> Result<(), End> {
         let left = self.check(dir)?;
         let _ = to.set_write_timeout(Some(left));
         Ok(())

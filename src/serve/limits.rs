@@ -1,9 +1,10 @@
 //! Kernel limits that cap how many connections can be held, checked once at start-up.
 //!
 //! Each connection costs two sockets, two threads, and (Linux) about four memory mappings
-//! (each thread's stack and guard page). Each listening socket costs two descriptors (its
-//! own, and the one a blocked `accept()` holds while it waits: Linux reserves it first) and
-//! an accept thread. When the sum of every rule's `--max-conns` is more than the tightest
+//! (each thread's stack and guard page). A listening socket with an accept thread of its own
+//! costs two descriptors (its own, and the one a blocked `accept()` holds while it waits:
+//! Linux reserves it first) and the thread; polled ones (many rules) one descriptor each and
+//! a thread per group. When the sum of every rule's `--max-conns` is more than the tightest
 //! limit allows, every rule's `--max-conns` is lowered in proportion and one warning names
 //! the limit: the listeners then stop accepting at the cap (clients wait in the backlog)
 //! instead of failing at the limit, or the process being aborted by it. When not even one
@@ -11,13 +12,12 @@
 
 use crate::config::rule::{Mode, Rule};
 use crate::log;
+use crate::serve::live;
 use crate::sys;
 
 /// File descriptors kept for standard streams, logs, metrics scrapes, name resolution and
 /// the like: 32, or a quarter of a smaller limit.
 const SPARE_FDS: u64 = 32;
-/// Descriptors per listening socket: its own, and the one a waiting `accept()` holds.
-const FDS_PER_LISTENER: u64 = 2;
 /// Memory mappings kept for the program, its libraries and malloc arenas.
 const SPARE_MAPS: u64 = 1_000;
 /// Memory mappings per connection: two threads, each a stack and its guard page, and one
@@ -102,6 +102,17 @@ pub fn check(rules: &mut [Rule], listeners: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Descriptors and threads `listeners` listening sockets hold (see `live::start_all`): up to
+/// [`live::THREAD_PER_LISTENER_UP_TO`], an accept thread each, blocked in `accept()` with a
+/// descriptor reserved (two each); more are polled (Unix): one each, a thread per group.
+fn listener_cost(listeners: u64) -> (u64, u64) {
+    #[cfg(unix)]
+    if listeners > live::THREAD_PER_LISTENER_UP_TO as u64 {
+        return (listeners, listeners.div_ceil(live::POLL_GROUP as u64));
+    }
+    (2 * listeners, listeners)
+}
+
 /// `max` scaled by `cap / wanted`, at least 1.
 fn share(max: usize, cap: u64, wanted: u64) -> usize {
     let scaled = (max as u64).saturating_mul(cap) / wanted.max(1);
@@ -116,18 +127,23 @@ pub fn tightest(caps: &[Cap]) -> Option<Cap> {
 /// Every limit this system lets us read, with the connections each allows.
 fn read_limits(fixed: Fixed) -> Vec<Cap> {
     let mut caps = Vec::new();
-    let own_threads = fixed.listeners + fixed.probed * PER_PROBED_RULE + OWN_THREADS;
+    let own_threads =
+        listener_cost(fixed.listeners).1 + fixed.probed * PER_PROBED_RULE + OWN_THREADS;
     if let Ok(files) = sys::raise_fd_limit() {
-        let listening = fixed.listeners * FDS_PER_LISTENER;
+        let (listening, _) = listener_cost(fixed.listeners);
         let spare = SPARE_FDS.min(files / 4);
         let taken = listening + fixed.probed * PER_PROBED_RULE + spare;
         caps.push(Cap {
             conns: files.saturating_sub(taken) / 2,
             limit: format!("the open-file limit (ulimit -n) of {files}"),
             taken: format!(
-                "{} listeners take {listening}, two each: a socket and the one a waiting \
-                 accept holds; {spare} are kept spare",
-                fixed.listeners
+                "{} listeners take {listening} ({}); {spare} are kept spare",
+                fixed.listeners,
+                if listening > fixed.listeners {
+                    "two each: a socket and the one a waiting accept holds"
+                } else {
+                    "one each: they are polled"
+                }
             ),
         });
     }
@@ -307,5 +323,15 @@ mod tests {
         assert_eq!(tightest(&[]), None);
         assert_eq!(share(1024, 500, 2048), 250);
         assert_eq!(share(1, 1, 1_000_000), 1);
+    }
+
+    #[test]
+    fn a_listener_costs_what_its_accept_path_holds() {
+        // An accept thread each: the socket and the descriptor a waiting accept() holds.
+        assert_eq!(listener_cost(10), (20, 10));
+        // 10,000 rules are polled: one descriptor each, a thread per 1,024, so a 20,000
+        // descriptor limit leaves room for 4,984 connections (it once left none).
+        #[cfg(unix)]
+        assert_eq!(listener_cost(10_000), (10_000, 10));
     }
 }

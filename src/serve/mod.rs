@@ -59,8 +59,16 @@ impl fmt::Display for ServeError {
 }
 
 /// Opens every listener (the rules' and the metrics one), then serves until a graceful stop
-/// ends. `args` are the process's arguments, for a reload or a hand-over.
-pub fn run(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
+/// ends. `args` are the process's arguments, for a reload or a hand-over. Whenever it returns,
+/// the socket files of `unix:PATH` listeners are removed (a hand-over never ends here with
+/// any: a Unix listener is not handed over, so the new process could not open its own).
+pub fn run(setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
+    let result = serve(setup, args);
+    listen::remove_socket_files();
+    result
+}
+
+fn serve(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
     sys::limit_malloc_arenas();
     let signals = lifecycle::install();
@@ -71,7 +79,7 @@ pub fn run(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     for rule in setup.rules {
         let listeners = match inherited.for_rule(&rule) {
             Some(listeners) => listeners,
-            None => listen::bind_listen(&rule.listen, rule.options.mss, Some(rule.options.backlog))
+            None => listen::open(&rule.listen, rule.options.mss, Some(rule.options.backlog))
                 .map_err(ServeError::Listen)?
                 .into_iter()
                 .map(|s| Listener::new(s, false))
@@ -123,9 +131,7 @@ pub fn run(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     if let Some(stats) = &stats {
         reload::start_metrics(&live, stats).map_err(ServeError::Thread)?;
     }
-    for entry in &entries {
-        entry.start().map_err(ServeError::Thread)?;
-    }
+    live::start_all(&entries).map_err(ServeError::Thread)?;
     inherit::say_ready(ready);
     let life = Life {
         args,

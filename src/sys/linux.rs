@@ -294,6 +294,28 @@ pub fn adopt_listener(fd: c_int) -> io::Result<std::net::TcpListener> {
     }
 }
 
+/// See `sys::adopt_unix_listener`.
+pub fn adopt_unix_listener(fd: c_int) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    set_cloexec(fd, true)?;
+    if get_int(&fd, SOL_SOCKET, SO_ACCEPTCONN)? != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening socket",
+        ));
+    }
+    // SAFETY: as in `adopt_listener`: open, and owned by nothing else in this process.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    match listener.local_addr() {
+        Ok(_) => Ok(listener),
+        Err(e) => {
+            // Not a Unix-domain socket: give the fd back untouched rather than close it.
+            let _ = listener.into_raw_fd();
+            Err(e)
+        }
+    }
+}
+
 /// See `sys::adopt_stream`.
 pub fn adopt_stream(fd: c_int) -> io::Result<std::os::unix::net::UnixStream> {
     use std::os::fd::FromRawFd;
