@@ -2,8 +2,10 @@
 //!
 //! When one side ends its output (EOF), the copier shuts down the write half of the other
 //! side and stops; the opposite direction keeps running until it ends too (half-close).
-//! An error on either side shuts down both sockets, which wakes the other thread at once.
-//! Either socket may be TCP or Unix-domain: a [`Stream`] is either, and copies the same.
+//! An error on either side shuts down both sockets, which wakes the other thread at once; the
+//! side that did not fail is reset, not closed with a FIN, so it cannot take a cut stream for
+//! a complete one. Either socket may be TCP or Unix-domain: a [`Stream`] is either, and
+//! copies the same.
 //! The details sit behind named helpers: the lazy buffer ([`buffer`]), segment sizing
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
@@ -108,6 +110,14 @@ impl Pair {
         self.timers.arm(from, to);
         loop {
             match (&*from).read(buffer.space()) {
+                // A read of 0 from a socket that failed (its error went to the other thread)
+                // is no EOF: while we have not sent a FIN on it, only a failure closes it.
+                Ok(0)
+                    if !self.timers.has_finished(dir.other())
+                        && from.as_tcp().is_some_and(sys::closed_by_failure) =>
+                {
+                    return Err(dir.reader_reset())
+                }
                 Ok(0) => {
                     // Half-close: pass the EOF on; the other direction keeps running.
                     self.timers.finished(dir);
@@ -138,12 +148,18 @@ impl Pair {
     }
 
     /// Ends the connection: notes why, and shuts both sockets down, which wakes the other
-    /// thread from its blocking read or write.
+    /// thread from its blocking read or write. When one side failed (a reset, or the kernel
+    /// gave up on it: ETIMEDOUT), the other side is reset too, not sent a FIN.
     fn abort(&self, end: End) {
         self.verdict.note(end);
         if self.verdict.end() == End::Shutdown {
             // Being cut: a FIN now would reach the other side before its RST.
             return;
+        }
+        match end {
+            End::TargetReset => self.client.reset(),
+            End::ClientReset => self.target.reset(),
+            _ => {}
         }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);

@@ -74,6 +74,11 @@ impl Timers {
         self.finished_at[dir as usize].store(self.now() + 1, Ordering::Relaxed);
     }
 
+    /// Whether `dir` reached EOF (and passed it on).
+    pub fn has_finished(&self, dir: Direction) -> bool {
+        self.finished_at[dir as usize].load(Ordering::Relaxed) != 0
+    }
+
     /// Called when a blocking call in `dir` timed out: the end if a timeout has expired, else
     /// how long to block before checking again.
     fn check(&self, dir: Direction) -> Result<Duration, End> {

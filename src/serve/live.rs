@@ -84,11 +84,11 @@ impl Entry {
 /// 10 KiB of memory and, on Linux, a reserved file descriptor per listener (README "Thousands
 /// of rules"). Rules a reload adds get a thread each.
 #[cfg(unix)]
-const THREAD_PER_LISTENER_UP_TO: usize = 64;
+pub const THREAD_PER_LISTENER_UP_TO: usize = 64;
 
 /// Listeners one polling thread serves: each `poll()` takes time in proportion to them.
 #[cfg(unix)]
-const POLL_GROUP: usize = 1024;
+pub const POLL_GROUP: usize = 1024;
 
 /// Starts serving every rule of the start-up (see [`THREAD_PER_LISTENER_UP_TO`]).
 pub fn start_all(entries: &[Arc<Entry>]) -> io::Result<()> {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::config::Setup;
 use crate::log;
-use crate::sys::reason;
+use crate::sys::{self, reason};
 use accept::Listener;
 use inherit::Inherited;
 use lifecycle::Life;
@@ -44,6 +44,8 @@ pub enum ServeError {
     Listen(ListenError),
     /// The accept thread could not be started.
     Thread(std::io::Error),
+    /// A kernel limit leaves no room for a single connection.
+    Limits(String),
 }
 
 impl fmt::Display for ServeError {
@@ -51,6 +53,7 @@ impl fmt::Display for ServeError {
         match self {
             ServeError::Listen(e) => e.fmt(f),
             ServeError::Thread(e) => write!(f, "cannot start a thread: {}", reason(e)),
+            ServeError::Limits(why) => write!(f, "{why}"),
         }
     }
 }
@@ -67,9 +70,11 @@ pub fn run(setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
 
 fn serve(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
+    sys::limit_malloc_arenas();
     let signals = lifecycle::install();
     let mut inherited = Inherited::take();
-    limits::check(&mut setup.rules);
+    let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());
+    limits::check(&mut setup.rules, listeners).map_err(ServeError::Limits)?;
     let mut opened = Vec::new();
     for rule in setup.rules {
         let listeners = match inherited.for_rule(&rule) {

@@ -72,7 +72,8 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
         .config
         .as_ref()
         .map_or_else(String::new, |p| format!("{}: ", p.display()));
-    limits::check(&mut setup.rules);
+    let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());
+    limits::check(&mut setup.rules, listeners).map_err(|e| format!("{shown}{e}"))?;
     let old: HashMap<String, Arc<Entry>> = live
         .entries()
         .into_iter()

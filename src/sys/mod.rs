@@ -85,6 +85,22 @@ pub fn is_timeout(e: &io::Error) -> bool {
     }
 }
 
+/// Whether a socket whose read just returned 0 was closed by a failure (a reset, or the
+/// kernel giving up: the error itself went to another thread's call) rather than by the
+/// peer's FIN. Only meaningful while this side has not sent its own FIN. Linux reads the
+/// TCP state; elsewhere `false`.
+pub fn closed_by_failure(stream: &TcpStream) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        linux::tcp_state(stream).is_ok_and(|s| s == linux::TCP_CLOSE)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        false
+    }
+}
+
 /// Turns TCP keepalive on with the first probe after `idle` (then every 10 s, 6 probes: a dead
 /// peer is found about a minute later), or off with `None`. Outside Linux: a no-op.
 pub fn set_keepalive(stream: &TcpStream, idle: Option<Duration>) -> io::Result<()> {
@@ -169,6 +185,24 @@ pub fn is_local_shortage(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::OutOfMemory
         || e.raw_os_error()
             .is_some_and(|code| OUT_OF_DESCRIPTORS.contains(&code))
+}
+
+/// Keeps malloc from giving every busy thread an arena of its own (glibc makes up to eight
+/// per core, each keeping what its threads freed): two arenas hold the relay's few
+/// allocations (a copy buffer per direction, once) without contention worth measuring, and
+/// RSS after a burst of 5,000 connections is 2 MB lower (README "Memory after a burst").
+/// Elsewhere a no-op.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    linux::limit_arenas(2);
+}
+
+/// Gives memory that malloc keeps after a burst of connections back to the system (glibc
+/// keeps freed arenas' memory otherwise: RSS stayed at the burst's peak). Elsewhere a no-op:
+/// musl returns freed memory by itself.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    linux::trim_heap();
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.

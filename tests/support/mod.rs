@@ -51,6 +51,6 @@ pub use procfs::{
     GuestMemory,
 };
 #[allow(unused_imports)]
-pub use sys::{mss, place_fd, raise_fd_limit};
+pub use sys::{mss, place_fd, raise_fd_limit, set_user_timeout_in};
 #[allow(unused_imports)]
 pub use wait::{spawn, wait_until, PATIENCE};
