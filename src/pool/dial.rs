@@ -1,13 +1,15 @@
-//! Connecting to a target: every resolved address in turn, within one shared time budget.
+//! Connecting to a target: every resolved address in turn, within one shared time budget; or
+//! a Unix-domain socket.
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::addr::HostPort;
+use crate::addr::{Endpoint, HostPort, TargetAddr};
 use crate::deadline::Deadline;
 use crate::end::End;
+use crate::stream::Stream;
 use crate::sys::{self, reason};
 
 /// Why a connect failed.
@@ -58,6 +60,21 @@ impl fmt::Display for DialError {
             DialError::TimedOut => write!(f, "connect timed out"),
             DialError::Local(e) => write!(f, "{} here", reason(e)),
         }
+    }
+}
+
+/// Connects to a target of either kind: a `HOST:PORT` as [`dial`] does, a Unix-domain socket
+/// directly (a missing socket file or nobody listening is a refused connect).
+pub fn dial_target(target: &TargetAddr, budget: Duration) -> Result<(Stream, Endpoint), DialError> {
+    match target {
+        TargetAddr::Net(hp) => dial(hp, budget).map(|(s, a)| (Stream::Tcp(s), Endpoint::Ip(a))),
+        #[cfg(unix)]
+        TargetAddr::Unix(addr) => crate::stream::connect_unix(addr)
+            .map(|s| (s, Endpoint::Unix(Some(addr.clone()))))
+            .map_err(|e| DialError::from_io(e, DialError::Refused)),
+        // The parser refuses `unix:` where there are no Unix-domain sockets.
+        #[cfg(not(unix))]
+        TargetAddr::Unix(_) => Err(DialError::Refused(io::ErrorKind::Unsupported.into())),
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::config::{self, Command};
 use crate::log;
 use crate::serve::accept::{Listener, LoopGuard};
-use crate::serve::listen::bind_listen;
+use crate::serve::listen;
 use crate::serve::live::{Entry, Live, Stats};
 use crate::serve::metrics;
 use crate::serve::state::RuleState;
@@ -72,7 +72,8 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
         .config
         .as_ref()
         .map_or_else(String::new, |p| format!("{}: ", p.display()));
-    limits::check(&mut setup.rules);
+    let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());
+    limits::check(&mut setup.rules, listeners).map_err(|e| format!("{shown}{e}"))?;
     let old: HashMap<String, Arc<Entry>> = live
         .entries()
         .into_iter()
@@ -90,7 +91,7 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
         if old.contains_key(&label) {
             continue;
         }
-        let sockets = bind_listen(&rule.listen, rule.options.mss, Some(rule.options.backlog))
+        let sockets = listen::open(&rule.listen, rule.options.mss, Some(rule.options.backlog))
             .map_err(|e| format!("{shown}{e}"))?;
         let listeners = sockets.into_iter().map(|s| Listener::new(s, false));
         opened.insert(label, listeners.collect());
@@ -184,7 +185,9 @@ fn renew_listeners(entry: &Entry, before: &config::rule::Rule, after: &config::r
     for listener in &entry.listeners {
         let socket = listener.socket();
         let mss = match now.mss {
-            Some(mss) if now.mss != was.mss => sys::set_mss(socket, mss),
+            Some(mss) if now.mss != was.mss => {
+                socket.as_tcp().map_or(Ok(()), |s| sys::set_mss(s, mss))
+            }
             _ => Ok(()),
         };
         let backlog = match now.backlog {
