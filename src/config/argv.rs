@@ -4,7 +4,7 @@ use std::ffi::OsString;
 
 use crate::config::error::Error;
 use crate::config::file;
-use crate::config::line::{build_rule, parse_line, RuleDraft};
+use crate::config::line::{build_rules, parse_line, RuleDraft};
 use crate::config::rule::{Process, Rule};
 
 /// What the command line asks for.
@@ -55,9 +55,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, Error> {
             }
         }
         None => {
-            let rule = build_rule(&line.rule, &RuleDraft::default()).map_err(Error::Usage)?;
+            let rules = build_rules(&line.rule, &RuleDraft::default()).map_err(Error::Usage)?;
             Setup {
-                rules: vec![rule],
+                rules,
                 process: line.process.build(),
                 config: None,
             }
@@ -180,6 +180,89 @@ mod tests {
         assert!(error("--connect :1 a:1").contains("takes no TARGET"));
         assert!(error(":1 a:1 --connect-timeout").contains("missing argument"));
         assert!(error(":1 a:1 --nagle=yes").contains("nagle"));
+    }
+
+    fn rules(line: &str) -> Result<Vec<Rule>, Error> {
+        match parse_args(args(line))? {
+            Command::Run(setup) => Ok(setup.rules),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_port_range_is_one_rule_per_port() {
+        let all = rules("127.0.0.1:9000-9099 app:7000-7099 one:80 --max-conns 5").unwrap();
+        assert_eq!(all.len(), 100);
+        for (k, rule) in all.iter().enumerate() {
+            assert_eq!(rule.listen.to_string(), format!("127.0.0.1:{}", 9000 + k));
+            assert_eq!(rule.options.max_conns, 5);
+            let Mode::Forward(fw) = &rule.mode else {
+                panic!()
+            };
+            assert_eq!(fw.targets[0].addr.to_string(), format!("app:{}", 7000 + k));
+            assert_eq!(fw.targets[1].addr.to_string(), "one:80");
+        }
+        assert_eq!(rules(":5-6 a:1").unwrap()[1].listen, ListenAddr::AnyHost(6));
+        assert_eq!(
+            rules("[::1]:5-6 a:1").unwrap()[1].to_string(),
+            rule("[::1]:6 a:1").unwrap().to_string()
+        );
+        assert_eq!(rules(":1-4096 a:1").unwrap().len(), 4096);
+    }
+
+    #[test]
+    fn range_mistakes_are_usage_errors_naming_both() {
+        let e = rules(":8000-8099 app:9000-9049").unwrap_err().to_string();
+        assert!(
+            e.contains("app:9000-9049") && e.contains(":8000-8099"),
+            "{e}"
+        );
+        assert!(e.contains("50") && e.contains("100"), "{e}");
+        let e = rules(":8000 app:9000-9049").unwrap_err().to_string();
+        assert!(e.contains("app:9000-9049"), "{e}");
+        let e = rules("--connect :3128-3130").unwrap_err().to_string();
+        assert!(e.starts_with("--connect:") && e.contains("range"), "{e}");
+        assert!(rules(":1-4097 a:1")
+            .unwrap_err()
+            .to_string()
+            .contains("4096"));
+        assert!(rules(":9-8 a:1").is_err());
+    }
+
+    #[test]
+    fn check_prints_a_range_once_and_reads_back_the_same() {
+        let line = "127.0.0.1:9000-9099 app:7000-7099,weight=2 one:80 --max-conns 5";
+        let all = rules(line).unwrap();
+        let printed = crate::config::Listing(&all).to_string();
+        assert_eq!(printed.lines().count(), 1, "{printed}");
+        assert!(printed.starts_with("127.0.0.1:9000-9099 app:7000-7099,weight=2 one:80 "));
+        assert!(printed.trim_end().ends_with("# 100 ports"), "{printed}");
+        let again = file::parse(printed.as_bytes(), "check", &RuleDraft::default()).unwrap();
+        assert_eq!(again.rules, all);
+        let again = crate::config::Listing(&again.rules).to_string();
+        assert_eq!(again, printed);
+    }
+
+    #[test]
+    fn unix_addresses_on_either_side() {
+        if cfg!(unix) {
+            let r = rule("unix:/tmp/a.sock 127.0.0.1:80").unwrap();
+            assert_eq!(r.listen.to_string(), "unix:/tmp/a.sock");
+            let r = rule(":80 unix:/run/app.sock").unwrap();
+            assert!(r.to_string().starts_with(":80 unix:/run/app.sock "));
+            let e = error("--connect unix:/tmp/p.sock");
+            assert!(e.contains("Unix socket"), "{e}");
+        } else {
+            assert!(error("unix:/tmp/a.sock 127.0.0.1:80").contains("unix:"));
+        }
+        // A path with a space is quoted, and reads back as the same rule.
+        let tokens = ["unix:/tmp/a b.sock", "127.0.0.1:80"];
+        if let Ok(Command::Run(setup)) = parse_args(tokens.iter().map(OsString::from).collect()) {
+            let printed = crate::config::Listing(&setup.rules).to_string();
+            assert!(printed.starts_with("\"unix:/tmp/a b.sock\" "), "{printed}");
+            let again = file::parse(printed.as_bytes(), "check", &RuleDraft::default()).unwrap();
+            assert_eq!(again.rules, setup.rules);
+        }
     }
 
     #[test]

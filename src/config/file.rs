@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::config::error::Error;
-use crate::config::line::{build_rule, parse_line, ProcessDraft, RuleDraft};
+use crate::config::line::{build_rules, parse_line, ProcessDraft, RuleDraft};
 use crate::config::rule::Rule;
 use crate::sys::reason;
 
@@ -77,7 +77,7 @@ pub(crate) fn parse(text: &[u8], path: &str, defaults: &RuleDraft) -> Result<Fil
         match (has_rule, line.process.is_empty()) {
             (true, true) => file
                 .rules
-                .push(build_rule(&line.rule, defaults).map_err(at)?),
+                .extend(build_rules(&line.rule, defaults).map_err(at)?),
             (false, false) if line.rule == RuleDraft::default() => {
                 // A later line wins over an earlier one.
                 file.process = line.process.or(&file.process);

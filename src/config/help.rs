@@ -10,8 +10,10 @@ Usage:
   tcpfwd [OPTIONS] --config FILE               every rule in FILE (options here are defaults)
   tcpfwd --check --config FILE                 validate FILE, print the rules, exit
 
-LISTEN: HOST:PORT, [V6]:PORT or :PORT (IPv4 and IPv6).   TARGET: HOST:PORT or [V6]:PORT,
-  with optional flags ,weight=N (1-1000, default 1) ,max-conns=N ,backup
+LISTEN: HOST:PORT, [V6]:PORT or :PORT (IPv4 and IPv6), a range HOST:P1-P2 (one rule a port,
+  at most 4096), or unix:PATH (unix:@NAME: abstract, Linux).   TARGET: HOST:PORT, [V6]:PORT,
+  a range as long as LISTEN's (P1+k goes to Q1+k), or unix:PATH, with optional flags
+  ,weight=N (1-1000, default 1) ,max-conns=N ,backup
 DUR: 250ms 5s 1.5s 2m 1h, or bare seconds.   SIZE: 1500 16k 1m.
 
 Rule options:                                      default

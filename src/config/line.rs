@@ -1,5 +1,6 @@
 //! The grammar of one line: the command line and each config-file line (which is a command
-//! line) go through the same lexopt loop into drafts, then [`build_rule`] makes a typed [`Rule`].
+//! line) go through the same lexopt loop into drafts, then [`build_rules`] makes typed
+//! [`Rule`]s: one, or one per port of a range `HOST:P1-P2`.
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -8,10 +9,10 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
-use crate::addr::{Acl, Cidr, HostPort, ListenAddr};
+use crate::addr::{split_port_range, Acl, Cidr, HostPort, ListenAddr, TargetAddr};
 use crate::config::rule::{
     Balance, Congestion, ConnectPolicy, Forward, HealthCheck, Mode, Options, Ports, Process, Rule,
-    Target, DEFAULT_GRACE,
+    Span, Target, DEFAULT_GRACE,
 };
 use crate::config::units::{parse_duration, parse_size};
 use crate::log::Verbosity;
@@ -65,8 +66,10 @@ impl ProcessDraft {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RuleDraft {
     pub(crate) listen: Option<ListenAddr>,
+    /// The last port when LISTEN is a range (`listen` holds the first).
+    listen_last: Option<u16>,
     connect: bool,
-    pub(crate) targets: Vec<Target>,
+    pub(crate) targets: Vec<TargetDraft>,
     balance: Option<Balance>,
     health_interval: Option<Option<Duration>>,
     down_after: Option<u32>,
@@ -111,7 +114,7 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
             Long("config") => line.config = Some(value(&mut p, "config", |s| Ok(s.into()))?),
             Long("check") => line.check = true,
             Long("connect") => {
-                let listen = value(&mut p, "connect", ListenAddr::parse)?;
+                let listen = value(&mut p, "connect", parse_connect_listen)?;
                 if d.listen.replace(listen).is_some() {
                     return Err("--connect: a line has one listen address".into());
                 }
@@ -178,13 +181,26 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
     Ok(line)
 }
 
+/// A TARGET as written: the target (with the first port of a range) and a range's last port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TargetDraft {
+    target: Target,
+    last: Option<u16>,
+}
+
 /// The first positional is LISTEN, the rest are TARGETs.
 fn add_address(d: &mut RuleDraft, token: OsString) -> Result<(), String> {
     let text = token
         .into_string()
         .map_err(|t| format!("{t:?} is not valid UTF-8"))?;
     if d.listen.is_none() {
-        d.listen = Some(ListenAddr::parse(&text).map_err(|e| format!("LISTEN {e}"))?);
+        let listen = |text: &str| {
+            let (first, last) = split_port_range(text)?;
+            Ok::<_, String>((ListenAddr::parse(&first)?, last))
+        };
+        let (first, last) = listen(&text).map_err(|e| format!("LISTEN {e}"))?;
+        d.listen = Some(first);
+        d.listen_last = last;
     } else if d.connect {
         return Err(format!("'{text}': --connect takes no TARGET"));
     } else {
@@ -209,6 +225,21 @@ fn value<T>(
 
 fn push<T>(list: &mut Option<Vec<T>>, item: T) {
     list.get_or_insert_with(Vec::new).push(item);
+}
+
+/// A CONNECT proxy listens on one TCP port: a range or a Unix socket is a mistake to name.
+fn parse_connect_listen(text: &str) -> Result<ListenAddr, String> {
+    if split_port_range(text)?.1.is_some() {
+        return Err(format!(
+            "'{text}': a port range is for forwarding rules, not for a CONNECT proxy"
+        ));
+    }
+    match ListenAddr::parse(text)? {
+        ListenAddr::Unix(_) => Err(format!(
+            "'{text}': a CONNECT proxy listens on HOST:PORT, not on a Unix socket"
+        )),
+        listen => Ok(listen),
+    }
 }
 
 fn parse_stats(text: &str) -> Result<HostPort, String> {
@@ -428,10 +459,11 @@ fn parse_credential(text: &str) -> Result<Credential, String> {
     }
 }
 
-/// `HOST:PORT[,weight=N][,max-conns=N][,backup]`
-pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
+/// `HOST:PORT[,weight=N][,max-conns=N][,backup]`, also `HOST:Q1-Q2` and `unix:PATH`.
+pub(crate) fn parse_target(text: &str) -> Result<TargetDraft, String> {
     let mut parts = text.split(',');
-    let addr = HostPort::parse(parts.next().unwrap_or_default(), false)?;
+    let (first, last) = split_port_range(parts.next().unwrap_or_default())?;
+    let addr = TargetAddr::parse(&first)?;
     let mut target = Target {
         addr,
         weight: 1,
@@ -457,7 +489,7 @@ pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
             }
         }
     }
-    Ok(target)
+    Ok(TargetDraft { target, last })
 }
 
 /// The line's own value, else the command line's default.
@@ -465,8 +497,67 @@ fn pick<T: Clone>(line: &Option<T>, default: &Option<T>) -> Option<T> {
     line.clone().or_else(|| default.clone())
 }
 
-/// Builds a typed rule from one line and the command line's defaults.
-pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule, String> {
+/// Builds the typed rules of one line with the command line's defaults: one rule, or one per
+/// port of a LISTEN range (each with every option of the line, its own `--max-conns`
+/// included; a range TARGET maps port P1+k to Q1+k, a one-port TARGET takes every port).
+pub(crate) fn build_rules(line: &RuleDraft, defaults: &RuleDraft) -> Result<Vec<Rule>, String> {
+    let rule = build_rule(line, defaults)?;
+    let Some(last) = line.listen_last else {
+        if let Some(t) = line.targets.iter().find(|t| t.last.is_some()) {
+            return Err(format!(
+                "TARGET '{}': a port range needs a LISTEN range of the same length",
+                written(&t.target.addr, t.last)
+            ));
+        }
+        return Ok(vec![rule]);
+    };
+    let first = rule.listen.port().unwrap_or(last);
+    let count = last - first + 1;
+    for t in &line.targets {
+        let (TargetAddr::Net(hp), Some(t_last)) = (&t.target.addr, t.last) else {
+            continue;
+        };
+        let t_count = t_last - hp.port + 1;
+        if t_count != count {
+            return Err(format!(
+                "TARGET '{}' has {t_count} ports but LISTEN '{}-{last}' has {count}: \
+                 give a range of the same length, or one port",
+                written(&t.target.addr, t.last),
+                rule.listen
+            ));
+        }
+    }
+    let ranged: Vec<bool> = line.targets.iter().map(|t| t.last.is_some()).collect();
+    let expand = |index: u16| {
+        let mut port_rule = rule.clone();
+        port_rule.listen = rule.listen.with_port(first + index);
+        if let Mode::Forward(fw) = &mut port_rule.mode {
+            for (target, ranged) in fw.targets.iter_mut().zip(&ranged) {
+                if let (TargetAddr::Net(hp), true) = (&mut target.addr, ranged) {
+                    hp.port += index;
+                }
+            }
+        }
+        port_rule.span = Some(Span {
+            index,
+            count,
+            ranged: ranged.clone(),
+        });
+        port_rule
+    };
+    Ok((0..count).map(expand).collect())
+}
+
+/// An address as written, with its range's last port.
+fn written(addr: &TargetAddr, last: Option<u16>) -> String {
+    match last {
+        Some(last) => format!("{addr}-{last}"),
+        None => addr.to_string(),
+    }
+}
+
+/// Builds one typed rule (for a range: its first port) from one line and the defaults.
+fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule, String> {
     let listen = line
         .listen
         .clone()
@@ -511,7 +602,7 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
     } else {
         let base = HealthCheck::default();
         Mode::Forward(Forward {
-            targets: line.targets.clone(),
+            targets: line.targets.iter().map(|t| t.target.clone()).collect(),
             balance: pick(&line.balance, &defaults.balance).unwrap_or_default(),
             health: HealthCheck {
                 interval: pick(&line.health_interval, &defaults.health_interval)
@@ -525,6 +616,7 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
         listen,
         mode,
         options,
+        span: None,
     })
 }
 

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::addr::{Acl, HostPort, ListenAddr};
+use crate::addr::{Acl, HostPort, ListenAddr, TargetAddr};
 use crate::log::Verbosity;
 use crate::sys::{Keepalive, TcpOptions};
 use crate::wire::connect_head::Credential;
@@ -23,12 +23,27 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// One listener and what to do with each connection it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// Where to listen, as written (also the `rule` label in logs and metrics).
+    /// Where to listen, as written (also the `rule` label in logs and metrics); for a port of
+    /// a range, that port's own address `HOST:P`.
     pub listen: ListenAddr,
     /// Forward to targets, or act as an HTTP CONNECT proxy.
     pub mode: Mode,
     /// Options common to both modes.
     pub options: Options,
+    /// Set when the rule is one port of a range written `HOST:P1-P2`.
+    pub span: Option<Span>,
+}
+
+/// Where a rule stands in the port range it was written as, so that `--check` can print the
+/// range once. The rules of one range are consecutive and alike except for their ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// This rule's place in the range: its port is P1 + `index`.
+    pub index: u16,
+    /// How many ports the range has.
+    pub count: u16,
+    /// For each target in written order, whether it was a range too (offset mapping).
+    pub ranged: Vec<bool>,
 }
 
 /// What a rule does with an accepted connection.
@@ -55,7 +70,7 @@ pub struct Forward {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// Where to connect; a name is resolved at every connect.
-    pub addr: HostPort,
+    pub addr: TargetAddr,
     /// Relative share of connections, 1..=1000.
     pub weight: u32,
     /// At most this many connections at once to this target.

@@ -1,15 +1,17 @@
 //! Connecting to a target: every resolved address in turn, within one shared time budget,
-//! each socket made with the rule's target-leg options and `--source`.
+//! each socket made with the rule's target-leg options and `--source`; or a Unix-domain
+//! socket (no TCP options, no source).
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::addr::HostPort;
+use crate::addr::{Endpoint, HostPort, TargetAddr};
 use crate::config::rule::Options;
 use crate::deadline::Deadline;
 use crate::end::End;
+use crate::stream::Stream;
 use crate::sys::{self, reason, ConnectError, TcpOptions};
 
 /// How a rule's sockets to targets are made: the target leg's TCP options (set before
@@ -100,6 +102,27 @@ impl fmt::Display for DialError {
             DialError::Local(e) => write!(f, "{} here", reason(e)),
             DialError::Socket { what, error } => write!(f, "cannot {what}: {}", reason(error)),
         }
+    }
+}
+
+/// Connects to a target of either kind: a `HOST:PORT` as [`dial`] does, a Unix-domain socket
+/// directly (a missing socket file or nobody listening is a refused connect).
+pub fn dial_target(
+    target: &TargetAddr,
+    budget: Duration,
+    how: &Dialer,
+) -> Result<(Stream, Endpoint), DialError> {
+    match target {
+        TargetAddr::Net(hp) => {
+            dial(hp, budget, how).map(|(s, a)| (Stream::Tcp(s), Endpoint::Ip(a)))
+        }
+        #[cfg(unix)]
+        TargetAddr::Unix(addr) => crate::stream::connect_unix(addr)
+            .map(|s| (s, Endpoint::Unix(Some(addr.clone()))))
+            .map_err(|e| DialError::from_io(e, DialError::Refused)),
+        // The parser refuses `unix:` where there are no Unix-domain sockets.
+        #[cfg(not(unix))]
+        TargetAddr::Unix(_) => Err(DialError::Refused(io::ErrorKind::Unsupported.into())),
     }
 }
 

@@ -6,7 +6,7 @@
 //! then tries the plan's targets one by one, each at most once, skipping full ones. No lock
 //! is held across a connect: the plan is made under short locks, the connects happen after.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,11 +15,13 @@ mod balance;
 pub mod dial;
 mod health;
 
+use crate::addr::Endpoint;
 use crate::config::rule::{Balance, Forward, HealthCheck, Target};
 use crate::end::End;
 use crate::log::{self, Burst};
+use crate::stream::Stream;
 use balance::{Candidate, Smooth};
-use dial::{dial, DialError, Dialer};
+use dial::{dial_target, DialError, Dialer};
 use health::{Change, Health};
 
 /// One target and its live state.
@@ -116,9 +118,9 @@ pub struct Pool {
 /// A connection to a target; the target's open-connection count drops when `lease` is dropped.
 pub struct Connected {
     /// The connected socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// The address actually connected.
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
     /// Keeps the target's count.
     pub lease: Lease,
 }
@@ -242,12 +244,8 @@ impl Pool {
     }
 
     /// One connect to one target, with its health updated and logged.
-    fn attempt(
-        &self,
-        member: &Member,
-        client: IpAddr,
-    ) -> Result<(TcpStream, SocketAddr), DialError> {
-        let result = dial(&member.target.addr, self.connect_timeout, &self.dialer);
+    fn attempt(&self, member: &Member, client: IpAddr) -> Result<(Stream, Endpoint), DialError> {
+        let result = dial_target(&member.target.addr, self.connect_timeout, &self.dialer);
         match &result {
             Ok(_) => {
                 if let Some(ended) = self.shortage.clear() {
@@ -338,7 +336,7 @@ impl Pool {
         let budget = self.connect_timeout.min(interval);
         let dialer = self.dialer.for_probes();
         for member in &self.members {
-            match dial(&member.target.addr, budget, &dialer) {
+            match dial_target(&member.target.addr, budget, &dialer) {
                 Ok(_) => member.succeeded(),
                 Err(e) if e.is_local() => self.report_shortage(member, &e),
                 Err(e) => member.report_failure(member.health.probe_failed(), &e),
@@ -387,7 +385,7 @@ mod tests {
                         None => (*s, false),
                     };
                     Target {
-                        addr: crate::addr::HostPort::parse(addr, false).unwrap(),
+                        addr: crate::addr::TargetAddr::parse(addr).unwrap(),
                         weight: 1,
                         max_conns: None,
                         backup,
@@ -461,7 +459,7 @@ mod tests {
         let Ok(connected) = p.connect(CLIENT) else {
             panic!("no failover");
         };
-        assert_eq!(connected.addr, open_addr);
+        assert_eq!(connected.addr, crate::addr::Endpoint::Ip(open_addr));
         assert!(!p.members[0].is_up());
         assert_eq!(p.members[1].active(), 1);
         drop(connected);

@@ -49,7 +49,10 @@ pub fn serve(listener: Arc<Listener>, live: Arc<Live>, running: LoopGuard) {
     let trouble = Burst::default();
     let mut acceptor = Acceptor::new(listener);
     while let Some((stream, _)) = acceptor.next(&trouble, "the metrics listener", || {}) {
-        answer(stream, &live);
+        // The metrics listener is TCP.
+        if let Some(stream) = stream.into_tcp() {
+            answer(stream, &live);
+        }
     }
     drop(running);
 }

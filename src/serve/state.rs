@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use crate::addr::Endpoint;
 use crate::config::rule::{Mode, Rule};
 use crate::counters::RuleCounters;
 use crate::log::{self, Burst, Record};
@@ -109,8 +110,8 @@ impl RuleState {
     /// Logs and counts a finished connection: its one log line.
     pub fn log_connection(
         &self,
-        client: SocketAddr,
-        target: Option<SocketAddr>,
+        client: &Endpoint,
+        target: Option<&Endpoint>,
         outcome: Outcome,
         accepted: Instant,
         user: Option<&str>,
@@ -193,6 +194,43 @@ impl Slot {
             state: Arc::clone(state),
             counted: false,
         }
+    }
+
+    /// Takes a free place without waiting; `None` while the rule is full (counted as a pause
+    /// and logged as [`Slot::acquire`] does). For a listener polled with others, whose thread
+    /// must not wait for one rule; it leaves the listener out of its poll until
+    /// [`Slot::available`].
+    #[cfg(unix)]
+    pub fn try_acquire(state: &Arc<RuleState>) -> Option<Slot> {
+        let slots = &state.slots;
+        let max = state.rule.options.max_conns;
+        let mut used = slots.used.lock().unwrap_or_else(|e| e.into_inner());
+        if *used >= max {
+            state.counters.accept_paused.add(1);
+            state.troubles.full.problem(format_args!(
+                "{} has {max} connections (--max-conns): not accepting until one ends",
+                state.label
+            ));
+            return None;
+        }
+        if let Some(ended) = state.troubles.full.clear() {
+            log::problem(format_args!(
+                "{} accepting again after {ended} ({} clients waited)",
+                state.label, ended.count
+            ));
+        }
+        *used += 1;
+        Some(Slot {
+            state: Arc::clone(state),
+            counted: false,
+        })
+    }
+
+    /// Whether the rule has a free place now.
+    #[cfg(unix)]
+    pub fn available(state: &RuleState) -> bool {
+        let used = state.slots.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used < state.rule.options.max_conns
     }
 
     /// A client was accepted into this place: it counts as an open connection.

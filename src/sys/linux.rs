@@ -106,6 +106,10 @@ extern "C" {
     fn connect(fd: c_int, addr: *const c_void, len: u32) -> c_int;
     fn getrlimit(resource: c_int, limit: *mut Rlimit) -> c_int;
     fn listen(fd: c_int, backlog: c_int) -> c_int;
+    #[cfg(target_env = "gnu")]
+    fn malloc_trim(pad: usize) -> c_int;
+    #[cfg(target_env = "gnu")]
+    fn mallopt(param: c_int, value: c_int) -> c_int;
     fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
 }
 
@@ -222,6 +226,50 @@ pub fn listen_again(sock: &impl AsRawFd, backlog: c_int) -> io::Result<()> {
     }
 }
 
+pub const TCP_INFO: c_int = 11;
+/// `tcpi_state` of a socket that is closed: reset, timed out, or done with both FINs.
+pub const TCP_CLOSE: u8 = 7;
+
+/// The TCP state of a socket (the first byte of `struct tcp_info`).
+pub fn tcp_state(sock: &impl AsRawFd) -> io::Result<u8> {
+    let mut info = [0u8; 8];
+    let mut len = info.len() as u32;
+    // SAFETY: the fd is open (borrowed); the pointers describe a live buffer and its length,
+    // and the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        getsockopt(
+            sock.as_raw_fd(),
+            IPPROTO_TCP,
+            TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 && len >= 1 {
+        Ok(info[0])
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// glibc's M_ARENA_MAX.
+#[cfg(target_env = "gnu")]
+const M_ARENA_MAX: c_int = -8;
+
+/// glibc: at most `arenas` malloc arenas, however many threads allocate.
+#[cfg(target_env = "gnu")]
+pub fn limit_arenas(arenas: c_int) {
+    // SAFETY: mallopt takes two integers and changes only malloc's own settings.
+    unsafe { mallopt(M_ARENA_MAX, arenas) };
+}
+
+/// glibc: gives the free memory of every malloc arena back to the system.
+#[cfg(target_env = "gnu")]
+pub fn trim_heap() {
+    // SAFETY: malloc_trim takes a size and touches only malloc's own state, under its locks.
+    unsafe { malloc_trim(0) };
+}
+
 pub fn nofile_limit() -> io::Result<Rlimit> {
     let mut limit = Rlimit { cur: 0, max: 0 };
     // SAFETY: `limit` is a live, correctly laid out struct rlimit.
@@ -336,6 +384,28 @@ pub fn adopt_listener(fd: c_int) -> io::Result<std::net::TcpListener> {
         Ok(_) => Ok(listener),
         Err(e) => {
             // Not a TCP socket: give the fd back untouched rather than close it.
+            let _ = listener.into_raw_fd();
+            Err(e)
+        }
+    }
+}
+
+/// See `sys::adopt_unix_listener`.
+pub fn adopt_unix_listener(fd: c_int) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    set_cloexec(fd, true)?;
+    if get_int(&fd, SOL_SOCKET, SO_ACCEPTCONN)? != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening socket",
+        ));
+    }
+    // SAFETY: as in `adopt_listener`: open, and owned by nothing else in this process.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    match listener.local_addr() {
+        Ok(_) => Ok(listener),
+        Err(e) => {
+            // Not a Unix-domain socket: give the fd back untouched rather than close it.
             let _ = listener.into_raw_fd();
             Err(e)
         }
