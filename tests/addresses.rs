@@ -680,6 +680,43 @@ mod unix {
     }
 
     #[test]
+    fn a_missing_unix_target_is_a_refused_connect() {
+        let path = socket_path("nobody");
+        let fwd = start_listening(&["127.0.0.1:0", &unix_arg(&path)], 1);
+        assert_closed_without_data(&mut connect(fwd.addr()));
+        let line = fwd.wait_line("end=");
+        assert!(
+            line.contains("target=- ") && line.contains("end=connect-refused"),
+            "{line}"
+        );
+        // A socket file nobody listens on any more: the same.
+        drop(UnixListener::bind(&path).unwrap());
+        assert_closed_without_data(&mut connect(fwd.addr()));
+        assert_eq!(fwd.wait_lines("end=connect-refused", 2).len(), 2);
+    }
+
+    #[test]
+    fn source_hash_sends_every_unix_client_to_one_target() {
+        let (a, b) = (Backend::named("a"), Backend::named("b"));
+        let path = socket_path("hash");
+        let (ta, tb) = (a.addr.to_string(), b.addr.to_string());
+        let args = [&unix_arg(&path), &ta, &tb, "--balance", "source-hash"];
+        let _fwd = start_listening(&args, 1);
+        let greetings: Vec<u8> = (0..6)
+            .map(|_| {
+                let mut client = connect_unix(&path);
+                let mut byte = [0];
+                client.read_exact(&mut byte).unwrap();
+                byte[0]
+            })
+            .collect();
+        assert!(
+            greetings.iter().all(|g| *g == greetings[0]),
+            "{greetings:?}"
+        );
+    }
+
+    #[test]
     fn allow_does_not_apply_to_unix_clients() {
         let backend = Backend::echo();
         let path = socket_path("allow");
