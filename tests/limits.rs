@@ -131,6 +131,7 @@ fn each_thread_has_two_memory_mappings_at_most() {
     );
 }
 
+#[cfg(target_os = "linux")]
 /// Whether this test runs as root (the tests below change users and limits of a child).
 fn as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -138,6 +139,7 @@ fn as_root() -> bool {
         .unwrap_or(false)
 }
 
+#[cfg(target_os = "linux")]
 /// Whether `setpriv` and `prlimit` (util-linux) can run a child as user `nobody` (65534).
 fn can_run_as_nobody() -> bool {
     as_root()
@@ -153,6 +155,7 @@ fn can_run_as_nobody() -> bool {
             .is_ok_and(|s| s.success())
 }
 
+#[cfg(target_os = "linux")]
 /// `nobody` with a process limit of 100 (`ulimit -u 100`): RLIMIT_NPROC counts threads.
 const AS_NOBODY_WITH_100_TASKS: [&str; 6] = [
     "prlimit",

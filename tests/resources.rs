@@ -5,7 +5,10 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+#[cfg(target_os = "linux")]
+use std::io::ErrorKind;
+use std::io::{Read, Write};
+#[cfg(target_os = "linux")]
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -81,6 +84,7 @@ fn a_rule_held_at_max_conns_says_so_once_and_once_when_it_has_room_again() {
     assert_eq!(count_lines(&fwd, "accepting again after"), 1);
 }
 
+#[cfg(target_os = "linux")]
 /// Whether this test runs as root with `unshare` (a private /etc/hosts needs both).
 fn can_unshare() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
@@ -152,6 +156,7 @@ fn a_black_holed_first_address_leaves_the_second_its_share_of_the_budget() {
     assert_eq!(backend.count(), 1);
 }
 
+#[cfg(target_os = "linux")]
 /// The backlog of the socket listening on `port`, as `ss -ltn` shows it (Send-Q of a
 /// listening socket); `None` without `ss` (iproute2).
 fn backlog_of(port: u16) -> Option<u32> {

@@ -12,6 +12,7 @@
 
 use crate::config::rule::{Mode, Rule};
 use crate::log;
+#[cfg(unix)]
 use crate::serve::live;
 use crate::sys;
 
