@@ -10,7 +10,7 @@ CROSS_TARGETS    ?= armv7-unknown-linux-gnueabihf mipsel-unknown-linux-gnu
 PORTABLE_TARGETS ?= x86_64-pc-windows-msvc x86_64-apple-darwin
 STD_SOURCE = /usr/lib/rustlib/src/rust/library/Cargo.lock
 
-.PHONY: build release small test check bench install clean
+.PHONY: build release small test check bench netlab install clean
 .PHONY: cross cross-test cross-setup cross-ci portable-check
 
 build:
@@ -99,6 +99,15 @@ portable-check:
 
 bench: release
 	$(CARGO) test --release --test bench -- --ignored --nocapture --test-threads=1
+
+# Data acceleration measured in network namespaces with ../shared/netlab (root; about 11
+# minutes; not part of `make test`): tests/netlab/accel.py. NETLAB_PARTS picks parts
+# (accel window blackhole dead relays buffers, or all). Skipped with the reason elsewhere.
+NETLAB_PARTS ?=
+netlab:
+	@if [ "$$(id -u)" != 0 ]; then echo "netlab: skipped (needs root: network namespaces)"; \
+	elif [ ! -f $(SHARED)/netlab/netlab ]; then echo "netlab: skipped (no $(SHARED)/netlab)"; \
+	else $(CARGO) build --release && SHARED=$(SHARED) python3 tests/netlab/accel.py $(NETLAB_PARTS); fi
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin

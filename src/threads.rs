@@ -15,6 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::deadline::Deadline;
+use crate::sys;
 
 /// Stack size of every thread tcpfwd starts. The relay keeps its bulk buffers on the heap, so
 /// its threads need little stack: the deepest path (name resolution through the C library, a
@@ -89,6 +90,13 @@ impl Spares {
             }
             let Some(left) = deadline.left() else {
                 state.waiting -= 1;
+                // The last spare leaving means a burst of connections is over: what malloc
+                // kept of it goes back to the system (README "Memory after a burst").
+                let last = state.waiting == 0;
+                drop(state);
+                if last {
+                    sys::release_free_memory();
+                }
                 return None;
             };
             state = self

@@ -2,12 +2,12 @@
 //! which direction has ended, and whether a timeout has expired. The copiers block with a
 //! socket timeout of the shortest configured one, and ask here when it fires.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::end::End;
 use crate::relay::verdict::Direction;
+use crate::stream::Stream;
 
 /// The relay's timeouts; `None` = never.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Timers {
     /// Sets the socket timeouts a copier blocks with: the shortest configured timeout, so it
     /// wakes up to check. Nothing at all when no timeout is configured (the sockets block
     /// without one already).
-    pub fn arm(&self, from: &TcpStream, to: &TcpStream) {
+    pub fn arm(&self, from: &Stream, to: &Stream) {
         let tick = match (self.timeouts.idle, self.timeouts.fin) {
             (Some(a), Some(b)) => a.min(b),
             (Some(t), None) | (None, Some(t)) => t,
@@ -72,6 +72,11 @@ impl Timers {
     /// `dir` reached EOF.
     pub fn finished(&self, dir: Direction) {
         self.finished_at[dir as usize].store(self.now() + 1, Ordering::Relaxed);
+    }
+
+    /// Whether `dir` reached EOF (and passed it on).
+    pub fn has_finished(&self, dir: Direction) -> bool {
+        self.finished_at[dir as usize].load(Ordering::Relaxed) != 0
     }
 
     /// Called when a blocking call in `dir` timed out: the end if a timeout has expired, else
@@ -113,14 +118,14 @@ impl Timers {
 impl Timers {
     /// After a read in `dir` timed out: the end if a timeout expired, else the socket waits
     /// until the next check is due.
-    pub fn rearm_read(&self, from: &TcpStream, dir: Direction) -> Result<(), End> {
+    pub fn rearm_read(&self, from: &Stream, dir: Direction) -> Result<(), End> {
         let left = self.check(dir)?;
         let _ = from.set_read_timeout(Some(left));
         Ok(())
     }
 
     /// After a write in `dir` timed out: as [`Timers::rearm_read`].
-    pub fn rearm_write(&self, to: &TcpStream, dir: Direction) -> Result<(), End> {
+    pub fn rearm_write(&self, to: &Stream, dir: Direction) -> Result<(), End> {
         let left = self.check(dir)?;
         let _ = to.set_write_timeout(Some(left));
         Ok(())

@@ -15,6 +15,7 @@ use crate::log;
 use crate::relay;
 use crate::serve::accept;
 use crate::serve::handover;
+use crate::serve::listen;
 use crate::serve::live::Live;
 use crate::serve::reload;
 use crate::sys::{self, Signal, Signals};
@@ -80,6 +81,8 @@ pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, mut life: 
                     log::event(format_args!(
                         "hand-over: process {pid} serves now; this one stops"
                     ));
+                    // The new process serves the Unix sockets now, and removes their files.
+                    listen::keep_socket_files();
                     for entry in live.entries() {
                         entry.listeners.iter().for_each(|l| l.share());
                     }
