@@ -1,4 +1,5 @@
-//! Addresses as users write them: `HOST:PORT`, `[V6]:PORT`, `:PORT`, and CIDR blocks.
+//! Addresses as users write them: `HOST:PORT`, `[V6]:PORT`, `:PORT`, port ranges
+//! (`HOST:P1-P2`), `unix:PATH` and `unix:@NAME`, and CIDR blocks.
 
 use std::fmt;
 use std::io;
@@ -68,14 +69,41 @@ pub enum ListenAddr {
     AnyHost(u16),
     /// `HOST:PORT`: one address (a name binds the first address it resolves to).
     Host(HostPort),
+    /// `unix:PATH` or `unix:@NAME`.
+    Unix(UnixAddr),
 }
 
 impl ListenAddr {
-    /// Parses `HOST:PORT`, `[V6]:PORT` or `:PORT`.
+    /// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT` or `unix:...` (one port: ranges are split off
+    /// first by [`split_port_range`]).
     pub fn parse(text: &str) -> Result<ListenAddr, String> {
+        if let Some(unix) = UnixAddr::parse(text)? {
+            return Ok(ListenAddr::Unix(unix));
+        }
         match text.strip_prefix(':') {
             Some(port) => Ok(ListenAddr::AnyHost(parse_port(port, text, true)?)),
             None => Ok(ListenAddr::Host(HostPort::parse(text, true)?)),
+        }
+    }
+
+    /// The port, for a TCP listen address.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ListenAddr::AnyHost(port) => Some(*port),
+            ListenAddr::Host(hp) => Some(hp.port),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+
+    /// The same address with another port (a Unix address stays as it is).
+    pub fn with_port(&self, port: u16) -> ListenAddr {
+        match self {
+            ListenAddr::AnyHost(_) => ListenAddr::AnyHost(port),
+            ListenAddr::Host(hp) => ListenAddr::Host(HostPort {
+                host: hp.host.clone(),
+                port,
+            }),
+            ListenAddr::Unix(u) => ListenAddr::Unix(u.clone()),
         }
     }
 }
@@ -85,6 +113,160 @@ impl fmt::Display for ListenAddr {
         match self {
             ListenAddr::AnyHost(port) => write!(f, ":{port}"),
             ListenAddr::Host(hp) => hp.fmt(f),
+            ListenAddr::Unix(u) => u.fmt(f),
+        }
+    }
+}
+
+/// Where a target is: `HOST:PORT` (resolved at every connect) or a Unix-domain socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetAddr {
+    /// `HOST:PORT` or `[V6]:PORT`.
+    Net(HostPort),
+    /// `unix:PATH` or `unix:@NAME`.
+    Unix(UnixAddr),
+}
+
+impl TargetAddr {
+    /// Parses `HOST:PORT`, `[V6]:PORT` or `unix:...` (port 0 is refused).
+    pub fn parse(text: &str) -> Result<TargetAddr, String> {
+        match UnixAddr::parse(text)? {
+            Some(unix) => Ok(TargetAddr::Unix(unix)),
+            None => Ok(TargetAddr::Net(HostPort::parse(text, false)?)),
+        }
+    }
+}
+
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            TargetAddr::Net(hp) => hp.fmt(f),
+            TargetAddr::Unix(u) => u.fmt(f),
+        }
+    }
+}
+
+/// The longest Unix socket path or abstract name: `sun_path` less its final NUL (108 bytes
+/// on Linux, 104 on macOS and the BSDs).
+const UNIX_PATH_MAX: usize = if cfg!(target_os = "linux") { 107 } else { 103 };
+
+/// A Unix-domain socket address as written after `unix:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnixAddr {
+    /// A socket file: `unix:/run/app.sock`.
+    Path(String),
+    /// A name in Linux's abstract namespace, no file: `unix:@app`.
+    Abstract(String),
+}
+
+impl UnixAddr {
+    /// Parses `unix:PATH` or `unix:@NAME`; `None` when `text` does not start with `unix:`.
+    /// Where the OS has no Unix-domain sockets (or no abstract namespace) it is an error
+    /// naming the address.
+    pub fn parse(text: &str) -> Result<Option<UnixAddr>, String> {
+        let Some(rest) = text.strip_prefix("unix:") else {
+            return Ok(None);
+        };
+        if !cfg!(unix) {
+            return Err(format!(
+                "'{text}': Unix-domain sockets (unix:) are not supported on this OS"
+            ));
+        }
+        let (addr, name) = match rest.strip_prefix('@') {
+            Some(name) if !cfg!(target_os = "linux") => {
+                let _ = name;
+                return Err(format!(
+                    "'{text}': the abstract namespace (unix:@NAME) is Linux only"
+                ));
+            }
+            Some(name) => (UnixAddr::Abstract(name.to_string()), name),
+            None => (UnixAddr::Path(rest.to_string()), rest),
+        };
+        if name.is_empty() {
+            return Err(format!(
+                "'{text}': no path after unix: (e.g. unix:/run/app.sock)"
+            ));
+        }
+        if name.len() > UNIX_PATH_MAX {
+            return Err(format!(
+                "'{text}': longer than a Unix socket address holds ({UNIX_PATH_MAX} bytes)"
+            ));
+        }
+        if name.contains('\0') {
+            return Err(format!("'{text}': a NUL byte in a Unix socket address"));
+        }
+        Ok(Some(addr))
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            UnixAddr::Path(path) => write!(f, "unix:{path}"),
+            UnixAddr::Abstract(name) => write!(f, "unix:@{name}"),
+        }
+    }
+}
+
+/// The most ports one range may give (SPEC §1).
+pub const MAX_RANGE_PORTS: usize = 4096;
+
+/// Splits a port range off an address: `HOST:P1-P2` is `(HOST:P1, Some(P2))`, anything
+/// else is itself and `None`. A range starts at port 1 or more, does not run backwards,
+/// and has at most [`MAX_RANGE_PORTS`] ports.
+pub fn split_port_range(text: &str) -> Result<(String, Option<u16>), String> {
+    if text.starts_with("unix:") {
+        return Ok((text.to_string(), None));
+    }
+    let Some((head, port)) = text.rsplit_once(':') else {
+        return Ok((text.to_string(), None));
+    };
+    let Some((first, last)) = port.split_once('-') else {
+        return Ok((text.to_string(), None));
+    };
+    let number = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!("'{text}': '{p}' is not a port (1-65535)")),
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    if last < first {
+        return Err(format!("'{text}': the range runs backwards"));
+    }
+    let count = usize::from(last - first) + 1;
+    if count > MAX_RANGE_PORTS {
+        return Err(format!(
+            "'{text}': a range has at most {MAX_RANGE_PORTS} ports (this one has {count})"
+        ));
+    }
+    Ok((format!("{head}:{first}"), Some(last)))
+}
+
+/// One end of a connection as the log line shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// A Unix-domain socket: a target's address (`unix:PATH`), or `None` for a client, whose
+    /// socket has no name (`unix`).
+    Unix(Option<UnixAddr>),
+}
+
+impl Endpoint {
+    /// The IP address, if this is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Endpoint::Ip(addr) => Some(addr.ip()),
+            Endpoint::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Endpoint::Ip(addr) => addr.fmt(f),
+            Endpoint::Unix(Some(addr)) => addr.fmt(f),
+            Endpoint::Unix(None) => f.write_str("unix"),
         }
     }
 }
@@ -273,6 +455,50 @@ mod tests {
             "127.0.0.1:0"
         );
         assert!(ListenAddr::parse(":x").is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        let split = split_port_range;
+        assert_eq!(split(":9000-9099").unwrap(), (":9000".into(), Some(9099)));
+        assert_eq!(split("[::1]:5-6").unwrap(), ("[::1]:5".into(), Some(6)));
+        assert_eq!(split("h:80").unwrap(), ("h:80".into(), None));
+        assert_eq!(split("unix:/a:1-2").unwrap(), ("unix:/a:1-2".into(), None));
+        assert!(split("h:1-4096").is_ok());
+        assert!(split("h:1-4097").unwrap_err().contains("at most 4096"));
+        assert!(split("h:9-8").unwrap_err().contains("backwards"));
+        assert!(split("h:0-8").is_err());
+        assert!(split("h:1-x").is_err());
+        assert!(split("h:-1").is_err());
+    }
+
+    #[test]
+    fn unix_addresses() {
+        let parse = |t: &str| TargetAddr::parse(t);
+        if cfg!(unix) {
+            assert_eq!(
+                parse("unix:/run/a.sock").unwrap(),
+                TargetAddr::Unix(UnixAddr::Path("/run/a.sock".into()))
+            );
+            assert_eq!(
+                parse("unix:/run/a.sock").unwrap().to_string(),
+                "unix:/run/a.sock"
+            );
+            assert!(parse("unix:").is_err());
+            assert!(parse(&format!("unix:/{}", "a".repeat(200))).is_err());
+        } else {
+            assert!(parse("unix:/a").unwrap_err().contains("not supported"));
+        }
+        if cfg!(target_os = "linux") {
+            assert_eq!(
+                ListenAddr::parse("unix:@app").unwrap().to_string(),
+                "unix:@app"
+            );
+            assert!(parse("unix:@").is_err());
+        } else {
+            assert!(parse("unix:@app").is_err());
+        }
+        assert_eq!(Endpoint::Unix(None).to_string(), "unix");
     }
 
     #[test]

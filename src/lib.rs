@@ -13,7 +13,8 @@
 //! | `sys/` | the OS: Linux socket options std lacks, error words, the only `unsafe` |
 //!
 //! Small shared leaves: `addr` (addresses and CIDRs), `end` (the `end=` words), `log`,
-//! `counters` (32-bit-safe counters per rule), `deadline` (a total time budget).
+//! `counters` (32-bit-safe counters per rule), `deadline` (a total time budget), `stream`
+//! (a connected TCP or Unix-domain socket: one relay for both).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ mod log;
 mod pool;
 mod relay;
 mod serve;
+mod stream;
 mod sys;
 mod threads;
 mod wire;
@@ -59,9 +61,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             if !process.is_empty() {
                 println!("{process}");
             }
-            for rule in &setup.rules {
-                println!("{rule}");
-            }
+            print!("{}", config::Listing(&setup.rules));
             0
         }
         Ok(Command::Run(setup)) => match serve::run(setup, args) {

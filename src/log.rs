@@ -1,8 +1,8 @@
 //! Logging on stderr: one `key=value` line per finished connection, plus start-up and trouble.
 
+use crate::addr::Endpoint;
 use std::fmt;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,12 +34,13 @@ fn enabled(v: Verbosity) -> bool {
 
 /// Everything the per-connection line says.
 pub struct Record<'a> {
-    /// The client's address (as carried by a PROXY header, if accepted).
-    pub client: SocketAddr,
+    /// The client's address (as carried by a PROXY header, if accepted); `unix` for a
+    /// Unix-domain client.
+    pub client: &'a Endpoint,
     /// The rule's listen address as written.
     pub listen: &'a str,
     /// The address actually connected, if any.
-    pub target: Option<SocketAddr>,
+    pub target: Option<&'a Endpoint>,
     /// Bytes client → target.
     pub up: u64,
     /// Bytes target → client.
@@ -54,9 +55,11 @@ pub struct Record<'a> {
 
 impl fmt::Display for Record<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "client={} listen={} target=", self.client, self.listen)?;
+        let listen = Escaped(self.listen);
+        write!(f, "client={} listen={listen} target=", self.client)?;
         match self.target {
-            Some(t) => write!(f, "{t}")?,
+            // A socket path may hold spaces.
+            Some(t) => write!(f, "{}", Escaped(&t.to_string()))?,
             None => write!(f, "-")?,
         }
         write!(
@@ -114,6 +117,12 @@ pub fn detail(args: fmt::Arguments) {
 
 /// A problem: always logged.
 pub fn problem(args: fmt::Arguments) {
+    line(args);
+}
+
+/// A step in the process's life after start-up (reloaded, stopping, handed over): always
+/// logged, since `-q` leaves out only clean ends and start-up information.
+pub fn event(args: fmt::Arguments) {
     line(args);
 }
 
@@ -256,7 +265,7 @@ mod tests {
     #[test]
     fn record_format() {
         let record = Record {
-            client: "127.0.0.2:40000".parse().unwrap(),
+            client: &Endpoint::Ip("127.0.0.2:40000".parse().unwrap()),
             listen: ":8080",
             target: None,
             up: 12,

@@ -19,6 +19,7 @@ use std::thread::{self, Thread};
 use std::time::Duration;
 
 use crate::deadline::Deadline;
+use crate::sys;
 
 /// Stack size of every thread tcpfwd starts. The relay keeps its bulk buffers on the heap, so
 /// its threads need little stack: the deepest path (name resolution through the C library, a
@@ -85,15 +86,21 @@ impl Spare {
                 Some(left) => thread::park_timeout(left),
                 None => {
                     let mut waiting = lock(&SPARES);
-                    match waiting.iter().position(|s| Arc::ptr_eq(s, self)) {
-                        Some(i) => {
-                            waiting.swap_remove(i);
-                            return None;
-                        }
+                    let Some(i) = waiting.iter().position(|s| Arc::ptr_eq(s, self)) else {
                         // Taken off the list by `hand_over`, which left the work here under
                         // the same lock: it is here now.
-                        None => return self.take(),
+                        return self.take();
+                    };
+                    waiting.remove(i);
+                    // The last spare leaving means a burst of connections is over: what
+                    // malloc kept of it goes back to the system (README "Memory after a
+                    // burst").
+                    let last = waiting.is_empty();
+                    drop(waiting);
+                    if last {
+                        sys::release_free_memory();
                     }
+                    return None;
                 }
             }
         }

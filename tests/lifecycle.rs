@@ -143,10 +143,12 @@ fn new_pid(line: &str) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
-/// Whether a connect to `addr` is refused right now.
+/// Whether a connect to `addr` is refused right now. A blocking connect (on loopback it is
+/// answered at once): qemu before 8.0 does not translate the SO_ERROR that a connect with a
+/// timeout reads, so under it a refusal would not read as one.
 fn refused(addr: SocketAddr) -> bool {
     matches!(
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)),
+        TcpStream::connect(addr),
         Err(e) if e.kind() == ErrorKind::ConnectionRefused
     )
 }
@@ -167,7 +169,9 @@ fn twenty_reloads_under_load_refuse_nothing_and_route_by_the_config_in_force() {
     let listen = free_addr();
     let text = |generation: usize| format!("{listen} {}\n", backends[generation % 4].addr);
     let config = Config::new(&text(0));
-    let fwd = Tcpfwd::start(&["--config", config.path()]);
+    // -q: the 3,000 clean ends are not logged, the reloads still are.
+    let fwd = Tcpfwd::spawn(&["-q", "--config", config.path()]);
+    assert!(wait_until(PATIENCE, || TcpStream::connect(listen).is_ok()));
     let generation = Arc::new(AtomicUsize::new(0));
     let load = Load::start(listen, 3000, Arc::clone(&generation));
     let mut took = Vec::new();
@@ -314,10 +318,9 @@ fn a_bad_file_or_a_taken_port_at_reload_changes_nothing() {
     config.write(&format!("{stats}{listen} {} --foo\n", b.addr));
     signal(fwd.pid(), "HUP");
     let line = fwd.wait_line("reload failed: ");
-    assert!(
-        line.contains(&format!("{}:2: unknown option --foo", config.path())),
-        "{line}"
-    );
+    // The file's name (shortened when long) and the line.
+    assert!(line.starts_with("reload failed: "), "{line}");
+    assert!(line.ends_with(":2: unknown option --foo"), "{line}");
     assert_eq!(served_by(listen), "a");
     assert_eq!(reloads("failed"), Some(1));
 
@@ -516,6 +519,50 @@ fn a_hand_over_to_a_process_that_fails_keeps_the_old_one_serving() {
     );
     assert!(!fwd.has_exited());
     assert_eq!(served_by(listen), "a");
+}
+
+/// Copies the tcpfwd under test to `path`, and waits until it runs: while another test
+/// thread forks, the copy's write descriptor lives on in that child until it execs, and
+/// running the copy meanwhile fails with ETXTBSY ("text file busy").
+fn copy_program(path: &std::path::Path) {
+    std::fs::copy(env!("CARGO_BIN_EXE_tcpfwd"), path).unwrap();
+    let runs = wait_until(PATIENCE, || {
+        !matches!(
+            Command::new(path).arg("--version").output(),
+            Err(e) if e.kind() == ErrorKind::ExecutableFileBusy
+        )
+    });
+    assert!(runs, "{} never stopped being busy", path.display());
+}
+
+#[test]
+fn a_hand_over_starts_the_binary_that_replaced_the_running_one() {
+    if skip_under_emulation("the new process is started as this program, not through qemu") {
+        return;
+    }
+    // An upgrade: the program file is replaced (a new file renamed over it) while it runs.
+    let dir = temp_file("upgrade-dir", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let program = dir.join("tcpfwd");
+    copy_program(&program);
+    let a = Backend::named("a");
+    let listen = free_addr();
+    let mut command = Command::new(&program);
+    command.args([listen.to_string(), a.addr.to_string()]);
+    let fwd = Tcpfwd::from_command(command);
+    fwd.wait_line("listening on ");
+    let next = dir.join("tcpfwd.new");
+    copy_program(&next);
+    std::fs::rename(&next, &program).unwrap();
+    signal(fwd.pid(), "USR2");
+    let new = new_pid(&fwd.wait_line("hand-over: process "));
+    let _new_process = TakenOver(new);
+    let (code, log) = fwd.wait_exit();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(served_by(listen), "a");
+    let exe = std::fs::read_link(format!("/proc/{new}/exe")).unwrap();
+    assert_eq!(exe, program, "the new process runs the new file");
 }
 
 /// The socket-activation launcher: not a test of its own. Started by

@@ -20,19 +20,20 @@ fn echo_once(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
 fn over_the_open_file_limit_it_waits_at_a_cap_and_recovers() {
     let backend = Backend::echo();
     let target = backend.addr.to_string();
-    // 200 open files allow (200 - 48) / 2 = 76 connections, far fewer than --max-conns 1000.
+    // 200 open files allow (200 - 32 spare - 2 for the listener) / 2 = 83 connections, far
+    // fewer than --max-conns 1000.
     let fwd = Tcpfwd::start_with_fd_limit(200, &["127.0.0.1:0", &target, "--max-conns", "1000"]);
     let warning = fwd.wait_line("warning: the open-file limit");
-    assert!(warning.contains("--max-conns is now 76"), "{warning}");
+    assert!(warning.contains("--max-conns is now 83"), "{warning}");
     let mut clients: Vec<TcpStream> = (0..90).map(|_| connect(fwd.addr())).collect();
     assert!(
-        wait_until(PATIENCE, || backend.count() >= 76),
+        wait_until(PATIENCE, || backend.count() >= 83),
         "only {} connections reached the backend",
         backend.count()
     );
     fwd.wait_line("not accepting until one ends");
-    // Held at the cap, alive: the 14 others wait in the backlog.
-    assert!(!wait_until(Duration::from_millis(300), || backend.count() > 76));
+    // Held at the cap, alive: the 7 others wait in the backlog.
+    assert!(!wait_until(Duration::from_millis(300), || backend.count() > 83));
     assert_eq!(
         fwd.lines()
             .iter()
@@ -40,7 +41,7 @@ fn over_the_open_file_limit_it_waits_at_a_cap_and_recovers() {
             .count(),
         1
     );
-    // Ending 20 lets the 14 waiting ones through; they are served.
+    // Ending 20 lets the 7 waiting ones through; they are served.
     clients.drain(..20);
     assert!(wait_until(PATIENCE, || backend.count() == 90));
     let last = clients.last_mut().unwrap();
@@ -128,4 +129,142 @@ fn each_thread_has_two_memory_mappings_at_most() {
         added <= 2 * threads + 40,
         "{added} mappings for {threads} threads"
     );
+}
+
+#[cfg(target_os = "linux")]
+/// Whether this test runs as root (the tests below change users and limits of a child).
+fn as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+        .unwrap_or(false)
+}
+
+#[cfg(target_os = "linux")]
+/// Whether `setpriv` and `prlimit` (util-linux) can run a child as user `nobody` (65534).
+fn can_run_as_nobody() -> bool {
+    as_root()
+        && std::process::Command::new("prlimit")
+            .args([
+                "--nproc=100:100",
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+            ])
+            .args(["--clear-groups", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+#[cfg(target_os = "linux")]
+/// `nobody` with a process limit of 100 (`ulimit -u 100`): RLIMIT_NPROC counts threads.
+const AS_NOBODY_WITH_100_TASKS: [&str; 6] = [
+    "prlimit",
+    "--nproc=100:100",
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_non_root_user_under_ulimit_u_gets_the_connections_that_fit() {
+    if !can_run_as_nobody() {
+        eprintln!("skipped: needs root, prlimit and setpriv to run tcpfwd as nobody");
+        return;
+    }
+    if skip_under_emulation("qemu's own threads count against the process limit") {
+        return;
+    }
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    let fwd = Tcpfwd::start_wrapped(&AS_NOBODY_WITH_100_TASKS, &["127.0.0.1:0", &target]);
+    // 100 tasks, two threads per connection, a few for the process: about 47 connections.
+    let warning = fwd.wait_line("warning: the process limit (ulimit -u) of 100");
+    let fit: usize = warning
+        .split("--max-conns is now ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((40..=48).contains(&fit), "{warning}");
+    assert!(
+        warning.contains(&format!("allows about {fit} connections")),
+        "{warning}"
+    );
+    // All that fit are relayed at once; the rest wait in the backlog, then are served.
+    let mut clients: Vec<TcpStream> = (0..fit + 10).map(|_| connect(fwd.addr())).collect();
+    for c in clients.iter_mut().take(fit) {
+        assert_eq!(echo_once(c, b"fits"), b"fits");
+    }
+    assert!(!wait_until(Duration::from_millis(300), || backend.count() > fit));
+    clients.drain(..10);
+    for c in clients.iter_mut() {
+        assert_eq!(echo_once(c, b"next"), b"next");
+    }
+    assert!(
+        !fwd.lines().iter().any(|l| l.contains("cannot start")),
+        "{}",
+        fwd.lines().join("\n")
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn root_is_not_capped_by_ulimit_u() {
+    if !as_root()
+        || std::process::Command::new("prlimit")
+            .arg("-V")
+            .output()
+            .is_err()
+    {
+        eprintln!("skipped: needs root and prlimit");
+        return;
+    }
+    // The kernel exempts root from RLIMIT_NPROC: 80 connections (160 threads) under 100.
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    let fwd = Tcpfwd::start_wrapped(&["prlimit", "--nproc=100:100"], &["127.0.0.1:0", &target]);
+    let mut clients: Vec<TcpStream> = (0..80).map(|_| connect(fwd.addr())).collect();
+    for c in clients.iter_mut() {
+        assert_eq!(echo_once(c, b"root"), b"root");
+    }
+    assert!(
+        !fwd.lines().iter().any(|l| l.contains("process limit")),
+        "{}",
+        fwd.lines().join("\n")
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn when_no_connection_fits_start_up_fails_naming_the_limit() {
+    if std::process::Command::new("prlimit")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs prlimit");
+        return;
+    }
+    // 40 listeners take 80 descriptors (a socket and a waiting accept's each), 32 are spare:
+    // 100 leave none for a connection.
+    let backend = Backend::echo();
+    let rules: String = (0..40)
+        .map(|_| format!("127.0.0.1:0 {}\n", backend.addr))
+        .collect();
+    let config = temp_file("forty.conf", &rules);
+    let fwd = Tcpfwd::spawn_wrapped(
+        &["prlimit", "--nofile=100:100"],
+        &["--config", config.to_str().unwrap()],
+    );
+    let (code, log) = fwd.wait_exit();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(
+            "the open-file limit (ulimit -n) of 100 leaves no room for a single connection"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("listening on"), "{log}");
 }

@@ -5,7 +5,10 @@
 
 mod support;
 
+#[cfg(target_os = "linux")]
+use std::io::ErrorKind;
 use std::io::{Read, Write};
+#[cfg(target_os = "linux")]
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -81,6 +84,7 @@ fn a_rule_held_at_max_conns_says_so_once_and_once_when_it_has_room_again() {
     assert_eq!(count_lines(&fwd, "accepting again after"), 1);
 }
 
+#[cfg(target_os = "linux")]
 /// Whether this test runs as root with `unshare` (a private /etc/hosts needs both).
 fn can_unshare() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
@@ -152,6 +156,7 @@ fn a_black_holed_first_address_leaves_the_second_its_share_of_the_budget() {
     assert_eq!(backend.count(), 1);
 }
 
+#[cfg(target_os = "linux")]
 /// The backlog of the socket listening on `port`, as `ss -ltn` shows it (Send-Q of a
 /// listening socket); `None` without `ss` (iproute2).
 fn backlog_of(port: u16) -> Option<u32> {
@@ -195,4 +200,114 @@ fn the_listen_backlog_holds_a_burst_of_clients() {
         })
         .collect();
     assert!(!waiting.is_empty());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_target_the_kernel_gave_up_on_reaches_the_client_as_a_reset() {
+    if skip_under_emulation("pidfd_getfd on an emulated process's socket") {
+        return;
+    }
+    // A target that accepts and never reads: its window closes, tcpfwd's socket probes it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let holding = Arc::clone(&stop);
+    let backend = Backend::start(move |s| {
+        let deadline = Instant::now() + PATIENCE;
+        while !holding.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(s);
+    });
+    let target = backend.addr.to_string();
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &target]);
+    let mut client = connect(fwd.addr());
+    client.write_all(b"hello").unwrap();
+    assert!(wait_until(PATIENCE, || backend.count() == 1));
+    // The kernel gives up on tcpfwd's target socket 300 ms into probing a closed window:
+    // ETIMEDOUT, as when keepalive or retransmissions give up on a dead link. The option is
+    // set on tcpfwd's own socket from here (pidfd_getfd), so no option of tcpfwd's is needed.
+    let set = wait_until(PATIENCE, || {
+        set_user_timeout_in(fwd.pid(), backend.addr.port(), 300).is_ok()
+    });
+    if !set {
+        eprintln!("skipped: pidfd_getfd is not available (Linux 5.6+, ptrace rights)");
+        stop.store(true, Ordering::SeqCst);
+        return;
+    }
+    // Fill the target's window and tcpfwd's buffers, until the connection fails. One thread
+    // both writes and learns how it failed (with two, either may take the error).
+    client
+        .set_write_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let deadline = Instant::now() + PATIENCE;
+    let failed = loop {
+        assert!(Instant::now() < deadline, "the connection never failed");
+        match client.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => break e,
+        }
+    };
+    let line = fwd.wait_line("end=");
+    stop.store(true, Ordering::SeqCst);
+    // The client is reset while its connection is open: a FIN first (a close-delimited
+    // protocol would take the cut stream for a complete one) makes the reset a broken pipe.
+    assert_eq!(
+        failed.kind(),
+        ErrorKind::ConnectionReset,
+        "{failed}; {line}"
+    );
+    assert!(line.contains("end=target-reset"), "{line}");
+    // Nothing was delivered as if the target had ended cleanly.
+    let mut byte = [0; 1];
+    assert!(client.read(&mut byte).map_or(true, |n| n == 0));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_copy_buffer_that_cannot_be_allocated_ends_no_connection() {
+    if std::process::Command::new("prlimit")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs prlimit (util-linux)");
+        return;
+    }
+    if skip_under_emulation("an address-space limit on qemu limits qemu, not the guest") {
+        return;
+    }
+    // 400 MiB of address space (a 32-bit router has 2-3 GiB): the idle process takes about
+    // 70 MiB, so two connections' 64 MiB buffers each way fit and the rest do not.
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    let fwd = Tcpfwd::start_wrapped(
+        &["prlimit", "--as=419430400"],
+        &["127.0.0.1:0", &target, "--buffer-size", "64m"],
+    );
+    let addr = fwd.addr();
+    // Ten bulk clients at once, each 1 MiB both ways: every byte comes back.
+    let clients: Vec<_> = (0..10u32)
+        .map(|i| {
+            spawn(move || {
+                let data = pattern(1 << 20, i);
+                echo_both_ways_at_once(&mut connect(addr), &data);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a bulk client lost bytes");
+    }
+    // Said once for the burst, and the process lives and serves again.
+    fwd.wait_line("cannot allocate a 67108864 byte copy buffer");
+    assert_eq!(
+        count_lines(&fwd, "cannot allocate"),
+        1,
+        "{}",
+        fwd.lines().join("\n")
+    );
+    assert!(threads_of(fwd.pid()).is_some(), "tcpfwd died");
+    echo_through(addr, 300_000);
+    fwd.wait_lines("end=client-eof", 11);
 }

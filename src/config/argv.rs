@@ -4,7 +4,7 @@ use std::ffi::OsString;
 
 use crate::config::error::Error;
 use crate::config::file;
-use crate::config::line::{build_rule, parse_line, RuleDraft};
+use crate::config::line::{build_rules, parse_line, RuleDraft};
 use crate::config::rule::{Process, Rule};
 
 /// What the command line asks for.
@@ -55,9 +55,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, Error> {
             }
         }
         None => {
-            let rule = build_rule(&line.rule, &RuleDraft::default()).map_err(Error::Usage)?;
+            let rules = build_rules(&line.rule, &RuleDraft::default()).map_err(Error::Usage)?;
             Setup {
-                rules: vec![rule],
+                rules,
                 process: line.process.build(),
                 config: None,
             }
@@ -182,6 +182,220 @@ mod tests {
         assert!(error(":1 a:1 --nagle=yes").contains("nagle"));
     }
 
+    fn rules(line: &str) -> Result<Vec<Rule>, Error> {
+        match parse_args(args(line))? {
+            Command::Run(setup) => Ok(setup.rules),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_port_range_is_one_rule_per_port() {
+        let all = rules("127.0.0.1:9000-9099 app:7000-7099 one:80 --max-conns 5").unwrap();
+        assert_eq!(all.len(), 100);
+        for (k, rule) in all.iter().enumerate() {
+            assert_eq!(rule.listen.to_string(), format!("127.0.0.1:{}", 9000 + k));
+            assert_eq!(rule.options.max_conns, 5);
+            let Mode::Forward(fw) = &rule.mode else {
+                panic!()
+            };
+            assert_eq!(fw.targets[0].addr.to_string(), format!("app:{}", 7000 + k));
+            assert_eq!(fw.targets[1].addr.to_string(), "one:80");
+        }
+        assert_eq!(rules(":5-6 a:1").unwrap()[1].listen, ListenAddr::AnyHost(6));
+        assert_eq!(
+            rules("[::1]:5-6 a:1").unwrap()[1].to_string(),
+            rule("[::1]:6 a:1").unwrap().to_string()
+        );
+        assert_eq!(rules(":1-4096 a:1").unwrap().len(), 4096);
+    }
+
+    #[test]
+    fn range_mistakes_are_usage_errors_naming_both() {
+        let e = rules(":8000-8099 app:9000-9049").unwrap_err().to_string();
+        assert!(
+            e.contains("app:9000-9049") && e.contains(":8000-8099"),
+            "{e}"
+        );
+        assert!(e.contains("50") && e.contains("100"), "{e}");
+        let e = rules(":8000 app:9000-9049").unwrap_err().to_string();
+        assert!(e.contains("app:9000-9049"), "{e}");
+        let e = rules("--connect :3128-3130").unwrap_err().to_string();
+        assert!(e.starts_with("--connect:") && e.contains("range"), "{e}");
+        assert!(rules(":1-4097 a:1")
+            .unwrap_err()
+            .to_string()
+            .contains("4096"));
+        assert!(rules(":9-8 a:1").is_err());
+    }
+
+    #[test]
+    fn check_prints_a_range_once_and_reads_back_the_same() {
+        let line = "127.0.0.1:9000-9099 app:7000-7099,weight=2 one:80 --max-conns 5";
+        let all = rules(line).unwrap();
+        let printed = crate::config::Listing(&all).to_string();
+        assert_eq!(printed.lines().count(), 1, "{printed}");
+        assert!(printed.starts_with("127.0.0.1:9000-9099 app:7000-7099,weight=2 one:80 "));
+        assert!(printed.trim_end().ends_with("# 100 ports"), "{printed}");
+        let again = file::parse(printed.as_bytes(), "check", &RuleDraft::default()).unwrap();
+        assert_eq!(again.rules, all);
+        let again = crate::config::Listing(&again.rules).to_string();
+        assert_eq!(again, printed);
+    }
+
+    #[test]
+    fn unix_addresses_on_either_side() {
+        if cfg!(unix) {
+            let r = rule("unix:/tmp/a.sock 127.0.0.1:80").unwrap();
+            assert_eq!(r.listen.to_string(), "unix:/tmp/a.sock");
+            let r = rule(":80 unix:/run/app.sock").unwrap();
+            assert!(r.to_string().starts_with(":80 unix:/run/app.sock "));
+            let e = error("--connect unix:/tmp/p.sock");
+            assert!(e.contains("Unix socket"), "{e}");
+        } else {
+            assert!(error("unix:/tmp/a.sock 127.0.0.1:80").contains("unix:"));
+        }
+        // A path with a space is quoted, and reads back as the same rule.
+        let tokens = ["unix:/tmp/a b.sock", "127.0.0.1:80"];
+        if let Ok(Command::Run(setup)) = parse_args(tokens.iter().map(OsString::from).collect()) {
+            let printed = crate::config::Listing(&setup.rules).to_string();
+            assert!(printed.starts_with("\"unix:/tmp/a b.sock\" "), "{printed}");
+            let again = file::parse(printed.as_bytes(), "check", &RuleDraft::default()).unwrap();
+            assert_eq!(again.rules, setup.rules);
+        }
+    }
+
+    #[test]
+    fn acceleration_options_read_back_as_the_same_rule() {
+        use crate::sys::Keepalive;
+        let r = rule(":1 a:1 --keepalive 30/5/3 --user-timeout 20s --source 127.0.0.2 --mss 1360")
+            .unwrap();
+        let k = r.options.keepalive.unwrap();
+        assert_eq!((k.idle, k.interval, k.count), (secs(30), secs(5), 3));
+        assert_eq!(r.options.user_timeout, Some(secs(20)));
+        assert_eq!(r.options.source, Some("127.0.0.2".parse().unwrap()));
+        let line = r.to_string();
+        assert!(
+            line.contains(" --keepalive 30s/5s/3 ")
+                && line.ends_with(" --mss 1360 --user-timeout 20s --source 127.0.0.2"),
+            "{line}"
+        );
+        assert_eq!(rule(&line).unwrap(), r);
+        // Only the idle time given: the documented interval and count.
+        let k = rule(":1 a:1 --keepalive 45")
+            .unwrap()
+            .options
+            .keepalive
+            .unwrap();
+        assert_eq!(
+            (k.interval, k.count),
+            (Keepalive::INTERVAL, Keepalive::COUNT)
+        );
+        let r = rule(":1 a:1 --keepalive 45/2").unwrap();
+        assert_eq!(r.options.keepalive.unwrap().count, Keepalive::COUNT);
+        assert!(r.to_string().contains(" --keepalive 45s/2s/6 "));
+        assert_eq!(
+            rule(":1 a:1 --keepalive 0").unwrap().options.keepalive,
+            None
+        );
+        assert_eq!(
+            rule(":1 a:1 --user-timeout 0")
+                .unwrap()
+                .options
+                .user_timeout,
+            None
+        );
+        assert!(rule(":1 a:1 --source [::1]")
+            .unwrap()
+            .to_string()
+            .contains(" --source ::1"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn congestion_per_leg_reads_back() {
+        for (written, client, target, shown) in [
+            ("reno", Some("reno"), Some("reno"), " --congestion reno"),
+            (
+                "target=reno",
+                None,
+                Some("reno"),
+                " --congestion target=reno",
+            ),
+            (
+                "client=reno",
+                Some("reno"),
+                None,
+                " --congestion client=reno",
+            ),
+            (
+                "client=reno,target=cubic",
+                Some("reno"),
+                Some("cubic"),
+                " --congestion client=reno,target=cubic",
+            ),
+        ] {
+            let r = rule(&format!(":1 a:1 --congestion {written}")).unwrap();
+            assert_eq!(r.options.congestion.client.as_deref(), client, "{written}");
+            assert_eq!(r.options.congestion.target.as_deref(), target, "{written}");
+            assert!(r.to_string().contains(shown), "{written}: {r}");
+            assert_eq!(rule(&r.to_string()).unwrap(), r);
+        }
+        // Given twice: each names the legs it sets.
+        let r = rule(":1 a:1 --congestion target=cubic --congestion client=reno").unwrap();
+        assert_eq!(r.options.congestion.client.as_deref(), Some("reno"));
+        assert_eq!(r.options.congestion.target.as_deref(), Some("cubic"));
+        assert!(r.options.client_leg().congestion.as_deref() == Some("reno"));
+        assert!(r.options.target_leg().congestion.as_deref() == Some("cubic"));
+    }
+
+    #[test]
+    fn acceleration_errors_name_the_option() {
+        for (line, start) in [
+            (":1 a:1 --keepalive 30/0", "--keepalive:"),
+            (":1 a:1 --keepalive 30/5/0", "--keepalive:"),
+            (":1 a:1 --keepalive 30/5/128", "--keepalive:"),
+            (":1 a:1 --keepalive 40000", "--keepalive:"),
+            (":1 a:1 --keepalive 0/5", "--keepalive:"),
+            (":1 a:1 --keepalive 5/1/3/4", "--keepalive:"),
+            (":1 a:1 --user-timeout 30d", "--user-timeout:"),
+            (":1 a:1 --source 0.0.0.0", "--source:"),
+            (":1 a:1 --source example.com", "--source:"),
+            (":1 a:1 --congestion b/r", "--congestion:"),
+            (":1 a:1 --congestion left=bbr", "--congestion:"),
+            (
+                ":1 a:1 --congestion client=bbr,client=reno",
+                "--congestion:",
+            ),
+        ] {
+            assert!(error(line).starts_with(start), "{line}: {}", error(line));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let e = error(":1 a:1 --congestion nosuchcc");
+            assert!(
+                e.starts_with("--congestion: 'nosuchcc' is not offered"),
+                "{e}"
+            );
+            assert!(e.contains("available: ") && e.contains("reno"), "{e}");
+        }
+        #[cfg(not(target_os = "linux"))]
+        for (option, name) in [
+            ("--mss 1400", "--mss"),
+            ("--congestion bbr", "--congestion"),
+            ("--user-timeout 5s", "--user-timeout"),
+            ("--source 127.0.0.2", "--source"),
+            ("--keepalive 5/1/3", "--keepalive INTERVAL/COUNT"),
+        ] {
+            let e = error(&format!(":1 a:1 {option}"));
+            assert_eq!(e, format!("{name} is supported on Linux only"));
+        }
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
     #[test]
     fn help_and_version() {
         assert!(matches!(parse_args(args("--help")), Ok(Command::Help)));
@@ -202,6 +416,9 @@ mod tests {
             "--buffer-size",
             "--segment-size",
             "--mss",
+            "--congestion",
+            "--user-timeout",
+            "--source",
             "--nagle",
             "--proxy-protocol",
             "--accept-proxy",

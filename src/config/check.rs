@@ -1,13 +1,15 @@
 //! The `--check` printer: every rule as one normalised line that reads back as the same rule
-//! (passwords shown as `***`).
+//! (passwords shown as `***`); a port range as one line with its count.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::addr::Acl;
-use crate::config::rule::{Mode, Options, Ports, Process, Rule, Target, DEFAULT_GRACE};
+use crate::addr::TargetAddr;
+use crate::config::rule::{Mode, Options, Ports, Process, Rule, Span, Target, DEFAULT_GRACE};
 use crate::config::units::{ShowDuration, ShowSize};
 use crate::log::Verbosity;
+use crate::sys::Keepalive;
 use crate::wire::proxy_header::Version as ProxyVersion;
 
 /// A token as the config reader reads it back: quoted when it holds a space, quote,
@@ -37,14 +39,32 @@ impl fmt::Display for Token<'_> {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}", self.addr)?;
-        if self.weight != 1 {
-            write!(f, ",weight={}", self.weight)?;
+        write_target(f, self, None)
+    }
+}
+
+/// A target; with `last`, its address as the range ending at that port.
+fn write_target(f: &mut fmt::Formatter, target: &Target, last: Option<u16>) -> fmt::Result {
+    let mut addr = target.addr.to_string();
+    if let Some(last) = last {
+        addr = format!("{addr}-{last}");
+    }
+    write!(f, "{}{}", Token(&addr), Flags(target))
+}
+
+/// A target's flags after its address.
+struct Flags<'a>(&'a Target);
+
+impl fmt::Display for Flags<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let target = self.0;
+        if target.weight != 1 {
+            write!(f, ",weight={}", target.weight)?;
         }
-        if let Some(n) = self.max_conns {
+        if let Some(n) = target.max_conns {
             write!(f, ",max-conns={n}")?;
         }
-        if self.backup {
+        if target.backup {
             write!(f, ",backup")?;
         }
         Ok(())
@@ -59,38 +79,77 @@ fn show_timeout(f: &mut fmt::Formatter, name: &str, value: Option<Duration>) -> 
     }
 }
 
-/// The normalised one-line form printed by `--check`: it reads back as a command line
-/// (except passwords, shown as `***`).
+/// The normalised one-line form of one rule (for a port of a range: that port alone): it
+/// reads back as a command line (except passwords, shown as `***`).
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match &self.mode {
-            Mode::Forward(fw) => {
-                write!(f, "{}", self.listen)?;
-                for target in &fw.targets {
-                    write!(f, " {target}")?;
+        write_rule(f, self, None)
+    }
+}
+
+/// What `--check` prints for a list of rules: one line per rule, except that the rules of a
+/// port range are one line, the range's, ending in a comment with its count (`# 100 ports`).
+/// Read back as a config file, the lines give the same rules.
+pub struct Listing<'a>(pub &'a [Rule]);
+
+impl fmt::Display for Listing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for rule in self.0 {
+            match &rule.span {
+                None => writeln!(f, "{rule}")?,
+                Some(span) if span.index == 0 => {
+                    write_rule(f, rule, Some(span))?;
+                    writeln!(f, " # {} ports", span.count)?;
                 }
-                write!(f, " --balance {}", fw.balance.name())?;
-                show_timeout(f, "health-interval", fw.health.interval)?;
-                write!(f, " --down-after {}", fw.health.down_after)?;
-                write!(f, " --down-for {}", ShowDuration(fw.health.down_for))?;
-            }
-            Mode::Connect(policy) => {
-                write!(f, "--connect {}", self.listen)?;
-                match &policy.ports {
-                    Ports::Any => write!(f, " --connect-ports any")?,
-                    Ports::Only(list) => {
-                        let list: Vec<String> = list.iter().map(u16::to_string).collect();
-                        write!(f, " --connect-ports {}", list.join(","))?;
-                    }
-                }
-                show_acl(f, "connect-", &policy.destinations)?;
-                for cred in &policy.users {
-                    write!(f, " --auth {}", Token(&format!("{}:***", cred.user)))?;
-                }
+                // Printed with the first port of its range.
+                Some(_) => {}
             }
         }
-        self.options.fmt(f)
+        Ok(())
     }
+}
+
+/// Writes a rule; with the `span` of the first port of a range, as that whole range.
+fn write_rule(f: &mut fmt::Formatter, rule: &Rule, span: Option<&Span>) -> fmt::Result {
+    // The last port of a range that starts at `first`.
+    let last = |first: u16| span.map(|s| first + (s.count - 1));
+    match &rule.mode {
+        Mode::Forward(fw) => {
+            let listen = rule.listen.to_string();
+            match rule.listen.port().and_then(last) {
+                Some(end) => write!(f, "{}", Token(&format!("{listen}-{end}")))?,
+                None => write!(f, "{}", Token(&listen))?,
+            }
+            for (i, target) in fw.targets.iter().enumerate() {
+                let ranged = span.is_some_and(|s| s.ranged.get(i).copied().unwrap_or(false));
+                let end = match &target.addr {
+                    TargetAddr::Net(hp) if ranged => last(hp.port),
+                    _ => None,
+                };
+                f.write_str(" ")?;
+                write_target(f, target, end)?;
+            }
+            write!(f, " --balance {}", fw.balance.name())?;
+            show_timeout(f, "health-interval", fw.health.interval)?;
+            write!(f, " --down-after {}", fw.health.down_after)?;
+            write!(f, " --down-for {}", ShowDuration(fw.health.down_for))?;
+        }
+        Mode::Connect(policy) => {
+            write!(f, "--connect {}", rule.listen)?;
+            match &policy.ports {
+                Ports::Any => write!(f, " --connect-ports any")?,
+                Ports::Only(list) => {
+                    let list: Vec<String> = list.iter().map(u16::to_string).collect();
+                    write!(f, " --connect-ports {}", list.join(","))?;
+                }
+            }
+            show_acl(f, "connect-", &policy.destinations)?;
+            for cred in &policy.users {
+                write!(f, " --auth {}", Token(&format!("{}:***", cred.user)))?;
+            }
+        }
+    }
+    write!(f, "{}", rule.options)
 }
 
 fn show_acl(f: &mut fmt::Formatter, prefix: &str, acl: &Acl) -> fmt::Result {
@@ -112,7 +171,15 @@ impl fmt::Display for Options {
         )?;
         show_timeout(f, "idle-timeout", self.idle_timeout)?;
         show_timeout(f, "fin-timeout", self.fin_timeout)?;
-        show_timeout(f, "keepalive", self.keepalive)?;
+        match self.keepalive {
+            None => write!(f, " --keepalive 0")?,
+            Some(k) => {
+                write!(f, " --keepalive {}", ShowDuration(k.idle))?;
+                if k.interval != Keepalive::INTERVAL || k.count != Keepalive::COUNT {
+                    write!(f, "/{}/{}", ShowDuration(k.interval), k.count)?;
+                }
+            }
+        }
         write!(f, " --max-conns {}", self.max_conns)?;
         write!(f, " --backlog {}", self.backlog)?;
         show_acl(f, "", &self.clients)?;
@@ -122,6 +189,19 @@ impl fmt::Display for Options {
         }
         if let Some(mss) = self.mss {
             write!(f, " --mss {mss}")?;
+        }
+        match (&self.congestion.client, &self.congestion.target) {
+            (Some(c), Some(t)) if c == t => write!(f, " --congestion {c}")?,
+            (Some(c), Some(t)) => write!(f, " --congestion client={c},target={t}")?,
+            (Some(c), None) => write!(f, " --congestion client={c}")?,
+            (None, Some(t)) => write!(f, " --congestion target={t}")?,
+            (None, None) => {}
+        }
+        if let Some(timeout) = self.user_timeout {
+            write!(f, " --user-timeout {}", ShowDuration(timeout))?;
+        }
+        if let Some(source) = self.source {
+            write!(f, " --source {source}")?;
         }
         if self.nagle {
             write!(f, " --nagle")?;
@@ -353,7 +433,38 @@ mod tests {
                 r.pick(&["v1", "v2", "1", "2"]).into(),
             ]);
         }
+        if cfg!(target_os = "linux") {
+            acceleration(r, &mut words);
+        }
         words
+    }
+
+    /// The Linux-only options of `--congestion`, `--user-timeout`, `--source` and a keepalive
+    /// interval and count (reno is built into every Linux kernel).
+    fn acceleration(r: &mut Random, words: &mut Vec<String>) {
+        if r.chance(25) {
+            let legs = r.pick(&[
+                "reno",
+                "client=reno",
+                "target=reno",
+                "client=reno,target=reno",
+                "target=reno,client=reno",
+                "nosuchcc",
+            ]);
+            words.extend(["--congestion".into(), legs.into()]);
+        }
+        if r.chance(20) {
+            words.extend(["--user-timeout".into(), duration(r)]);
+        }
+        if r.chance(25) {
+            let ip = r.pick(&["127.0.0.2", "::1", "[::1]", "10.1.2.3", "0.0.0.0"]);
+            words.extend(["--source".into(), ip.into()]);
+        }
+        if r.chance(25) {
+            let interval = r.pick(&["1", "5s", "10s", "1m", "0", "1.5s"]);
+            let k = format!("{}/{interval}/{}", r.number(1, 40_000), r.number(1, 130));
+            words.extend(["--keepalive".into(), k]);
+        }
     }
 
     fn parse(words: &[String]) -> Option<Rule> {

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::config::error::Error;
-use crate::config::line::{build_rule, parse_line, ProcessDraft, RuleDraft};
+use crate::config::line::{build_rules, parse_line, ProcessDraft, RuleDraft};
 use crate::config::rule::Rule;
 use crate::sys::reason;
 
@@ -77,7 +77,7 @@ pub(crate) fn parse(text: &[u8], path: &str, defaults: &RuleDraft) -> Result<Fil
         match (has_rule, line.process.is_empty()) {
             (true, true) => file
                 .rules
-                .push(build_rule(&line.rule, defaults).map_err(at)?),
+                .extend(build_rules(&line.rule, defaults).map_err(at)?),
             (false, false) if line.rule == RuleDraft::default() => {
                 // A later line wins over an earlier one.
                 file.process = line.process.or(&file.process);
@@ -168,6 +168,22 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert!(file.process.stats.is_some());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_line_sets_the_congestion_of_the_legs_it_names_only() {
+        let defaults = parse_line(vec!["--congestion".into(), "reno".into()])
+            .unwrap()
+            .rule;
+        let text = ":1 a:1 --congestion target=cubic\n:2 a:1\n";
+        let file = parse(text.as_bytes(), "t.conf", &defaults).unwrap();
+        let legs = |i: usize| {
+            let c = &file.rules[i].options.congestion;
+            (c.client.as_deref(), c.target.as_deref())
+        };
+        assert_eq!(legs(0), (Some("reno"), Some("cubic")));
+        assert_eq!(legs(1), (Some("reno"), Some("reno")));
     }
 
     #[test]

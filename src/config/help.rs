@@ -10,8 +10,10 @@ Usage:
   tcpfwd [OPTIONS] --config FILE               every rule in FILE (options here are defaults)
   tcpfwd --check --config FILE                 validate FILE, print the rules, exit
 
-LISTEN: HOST:PORT, [V6]:PORT or :PORT (IPv4 and IPv6).   TARGET: HOST:PORT or [V6]:PORT,
-  with optional flags ,weight=N (1-1000, default 1) ,max-conns=N ,backup
+LISTEN: HOST:PORT, [V6]:PORT or :PORT (IPv4 and IPv6), a range HOST:P1-P2 (one rule a port,
+  at most 4096), or unix:PATH (unix:@NAME: abstract, Linux).   TARGET: HOST:PORT, [V6]:PORT,
+  a range as long as LISTEN's (P1+k goes to Q1+k), or unix:PATH, with optional flags
+  ,weight=N (1-1000, default 1) ,max-conns=N ,backup
 DUR: 250ms 5s 1.5s 2m 1h, or bare seconds.   SIZE: 1500 16k 1m.
 
 Rule options:                                      default
@@ -19,14 +21,18 @@ Rule options:                                      default
   --connect-timeout DUR budget to connect to one target            5s
   --idle-timeout DUR    close after DUR with no byte either way    0 (never)
   --fin-timeout DUR     close half-closed pair quiet for DUR       60s
-  --keepalive DUR       TCP keepalive idle time, whole seconds     60s
+  --keepalive I[/N/C]   keepalive: idle, interval, count (seconds) 60s/10s/6
   --max-conns N         connections at once; then stop accepting   1024
   --backlog N           clients the kernel queues (<= somaxconn)   1024
   --allow CIDR          accept only these clients (repeatable)     all
   --deny CIDR           refuse these clients (repeatable, wins)    none
   --buffer-size SIZE    copy buffer per direction                  64k
   --segment-size SIZE   at most SIZE bytes per send (+NODELAY)     off
-  --mss SIZE            TCP_MAXSEG on the listener (Linux)         off
+  --mss SIZE            TCP_MAXSEG on both legs (Linux)            off
+  --congestion NAME     TCP congestion control, both legs, or      system's
+                        client=NAME,target=NAME (Linux)
+  --user-timeout DUR    give up on unacknowledged data (Linux)     kernel's
+  --source ADDR         local IP of connections to targets (Linux) OS's choice
   --nagle               leave Nagle's algorithm on                 off
   --proxy-protocol V    send PROXY header v1|v2 to the target      off
   --accept-proxy        expect a PROXY header from each client     off

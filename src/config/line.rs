@@ -1,19 +1,22 @@
 //! The grammar of one line: the command line and each config-file line (which is a command
-//! line) go through the same lexopt loop into drafts, then [`build_rule`] makes a typed [`Rule`].
+//! line) go through the same lexopt loop into drafts, then [`build_rules`] makes typed
+//! [`Rule`]s: one, or one per port of a range `HOST:P1-P2`.
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::prelude::*;
 
-use crate::addr::{Acl, Cidr, HostPort, ListenAddr};
+use crate::addr::{split_port_range, Acl, Cidr, HostPort, ListenAddr, TargetAddr};
 use crate::config::rule::{
-    Balance, ConnectPolicy, Forward, HealthCheck, Mode, Options, Ports, Process, Rule, Target,
-    DEFAULT_GRACE,
+    Balance, Congestion, ConnectPolicy, Forward, HealthCheck, Mode, Options, Ports, Process, Rule,
+    Span, Target, DEFAULT_GRACE,
 };
 use crate::config::units::{parse_duration, parse_size};
 use crate::log::Verbosity;
+use crate::sys::{self, Keepalive};
 use crate::wire::connect_head::Credential;
 use crate::wire::proxy_header::Version as ProxyVersion;
 
@@ -63,8 +66,10 @@ impl ProcessDraft {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RuleDraft {
     pub(crate) listen: Option<ListenAddr>,
+    /// The last port when LISTEN is a range (`listen` holds the first).
+    listen_last: Option<u16>,
     connect: bool,
-    pub(crate) targets: Vec<Target>,
+    pub(crate) targets: Vec<TargetDraft>,
     balance: Option<Balance>,
     health_interval: Option<Option<Duration>>,
     down_after: Option<u32>,
@@ -76,7 +81,7 @@ pub(crate) struct RuleDraft {
     connect_timeout: Option<Duration>,
     idle_timeout: Option<Option<Duration>>,
     fin_timeout: Option<Option<Duration>>,
-    keepalive: Option<Option<Duration>>,
+    keepalive: Option<Option<Keepalive>>,
     max_conns: Option<usize>,
     backlog: Option<u32>,
     allow: Option<Vec<Cidr>>,
@@ -84,6 +89,10 @@ pub(crate) struct RuleDraft {
     buffer_size: Option<usize>,
     segment_size: Option<usize>,
     mss: Option<u32>,
+    congestion_client: Option<String>,
+    congestion_target: Option<String>,
+    user_timeout: Option<Option<Duration>>,
+    source: Option<IpAddr>,
     nagle: Option<bool>,
     proxy_protocol: Option<ProxyVersion>,
     accept_proxy: Option<bool>,
@@ -105,7 +114,7 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
             Long("config") => line.config = Some(value(&mut p, "config", |s| Ok(s.into()))?),
             Long("check") => line.check = true,
             Long("connect") => {
-                let listen = value(&mut p, "connect", ListenAddr::parse)?;
+                let listen = value(&mut p, "connect", parse_connect_listen)?;
                 if d.listen.replace(listen).is_some() {
                     return Err("--connect: a line has one listen address".into());
                 }
@@ -150,6 +159,15 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
                 d.segment_size = Some(value(&mut p, "segment-size", parse_segment)?)
             }
             Long("mss") => d.mss = Some(value(&mut p, "mss", parse_mss)?),
+            Long("congestion") => {
+                let (client, target) = value(&mut p, "congestion", parse_congestion)?;
+                d.congestion_client = client.or(d.congestion_client.take());
+                d.congestion_target = target.or(d.congestion_target.take());
+            }
+            Long("user-timeout") => {
+                d.user_timeout = Some(value(&mut p, "user-timeout", parse_user_timeout)?)
+            }
+            Long("source") => d.source = Some(value(&mut p, "source", parse_source)?),
             Long("nagle") => d.nagle = Some(true),
             Long("proxy-protocol") => {
                 d.proxy_protocol = Some(value(&mut p, "proxy-protocol", parse_proxy_version)?)
@@ -163,13 +181,26 @@ pub(crate) fn parse_line(tokens: Vec<OsString>) -> Result<Line, String> {
     Ok(line)
 }
 
+/// A TARGET as written: the target (with the first port of a range) and a range's last port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TargetDraft {
+    target: Target,
+    last: Option<u16>,
+}
+
 /// The first positional is LISTEN, the rest are TARGETs.
 fn add_address(d: &mut RuleDraft, token: OsString) -> Result<(), String> {
     let text = token
         .into_string()
         .map_err(|t| format!("{t:?} is not valid UTF-8"))?;
     if d.listen.is_none() {
-        d.listen = Some(ListenAddr::parse(&text).map_err(|e| format!("LISTEN {e}"))?);
+        let listen = |text: &str| {
+            let (first, last) = split_port_range(text)?;
+            Ok::<_, String>((ListenAddr::parse(&first)?, last))
+        };
+        let (first, last) = listen(&text).map_err(|e| format!("LISTEN {e}"))?;
+        d.listen = Some(first);
+        d.listen_last = last;
     } else if d.connect {
         return Err(format!("'{text}': --connect takes no TARGET"));
     } else {
@@ -194,6 +225,21 @@ fn value<T>(
 
 fn push<T>(list: &mut Option<Vec<T>>, item: T) {
     list.get_or_insert_with(Vec::new).push(item);
+}
+
+/// A CONNECT proxy listens on one TCP port: a range or a Unix socket is a mistake to name.
+fn parse_connect_listen(text: &str) -> Result<ListenAddr, String> {
+    if split_port_range(text)?.1.is_some() {
+        return Err(format!(
+            "'{text}': a port range is for forwarding rules, not for a CONNECT proxy"
+        ));
+    }
+    match ListenAddr::parse(text)? {
+        ListenAddr::Unix(_) => Err(format!(
+            "'{text}': a CONNECT proxy listens on HOST:PORT, not on a Unix socket"
+        )),
+        listen => Ok(listen),
+    }
 }
 
 fn parse_stats(text: &str) -> Result<HostPort, String> {
@@ -253,10 +299,104 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
     parse_timeout(text)?.ok_or_else(|| "must be more than 0".to_string())
 }
 
-fn parse_keepalive(text: &str) -> Result<Option<Duration>, String> {
+/// `IDLE[/INTERVAL[/COUNT]]`, whole seconds within Linux's ranges; `0` = off.
+fn parse_keepalive(text: &str) -> Result<Option<Keepalive>, String> {
+    let mut parts = text.split('/');
+    let seconds = |part: Option<&str>, default: Duration| -> Result<Option<Duration>, String> {
+        let Some(part) = part else {
+            return Ok(Some(default));
+        };
+        match parse_timeout(part)? {
+            Some(d) if d.subsec_nanos() != 0 => Err(format!("'{part}': whole seconds only")),
+            Some(d) if d.as_secs() > Keepalive::MAX_SECS => Err(format!(
+                "'{part}': at most {}s (Linux's limit)",
+                Keepalive::MAX_SECS
+            )),
+            other => Ok(other),
+        }
+    };
+    let Some(idle) = seconds(parts.next(), Duration::ZERO)? else {
+        return match parts.next() {
+            None => Ok(None),
+            Some(_) => Err(format!("'{text}': 0 (off) takes no INTERVAL/COUNT")),
+        };
+    };
+    let interval = seconds(parts.next(), Keepalive::INTERVAL)?
+        .ok_or_else(|| format!("'{text}': the INTERVAL must be at least 1s"))?;
+    let count = match parts.next() {
+        None => Keepalive::COUNT,
+        Some(n) => parse_count::<u32>(n)
+            .ok()
+            .filter(|&n| n <= Keepalive::MAX_COUNT)
+            .ok_or_else(|| format!("'{text}': COUNT must be 1 to {}", Keepalive::MAX_COUNT))?,
+    };
+    if parts.next().is_some() {
+        return Err(format!("'{text}': expected IDLE[/INTERVAL[/COUNT]]"));
+    }
+    Ok(Some(Keepalive {
+        idle,
+        interval,
+        count,
+    }))
+}
+
+/// `NAME` for both legs, or `client=NAME`, `target=NAME`, `client=NAME,target=NAME`.
+fn parse_congestion(text: &str) -> Result<(Option<String>, Option<String>), String> {
+    let name = |n: &str| {
+        let valid = !n.is_empty()
+            && n.len() < 16
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(n.to_string())
+        } else {
+            Err(format!(
+                "'{n}' is not a congestion control name (e.g. cubic, bbr)"
+            ))
+        }
+    };
+    if !text.contains('=') {
+        let both = name(text)?;
+        return Ok((Some(both.clone()), Some(both)));
+    }
+    let (mut client, mut target) = (None, None);
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("client", n)) if client.is_none() => client = Some(name(n)?),
+            Some(("target", n)) if target.is_none() => target = Some(name(n)?),
+            _ => {
+                return Err(format!(
+                    "'{text}': expected NAME, client=NAME, target=NAME or client=NAME,target=NAME"
+                ))
+            }
+        }
+    }
+    Ok((client, target))
+}
+
+/// TCP_USER_TIMEOUT takes milliseconds in a C int; `0` = the kernel's.
+fn parse_user_timeout(text: &str) -> Result<Option<Duration>, String> {
     match parse_timeout(text)? {
-        Some(d) if d.subsec_nanos() != 0 => Err(format!("'{text}': whole seconds only")),
+        Some(d) if d.as_millis() > i32::MAX as u128 => Err(format!("'{text}' is too long")),
+        Some(d) if d < Duration::from_millis(1) => Err(format!("'{text}': at least 1ms")),
         other => Ok(other),
+    }
+}
+
+/// A local IP address: `192.0.2.7`, `2001:db8::7` or `[2001:db8::7]`.
+fn parse_source(text: &str) -> Result<IpAddr, String> {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    match bare.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => Err(format!(
+            "'{text}' is the unspecified address (leave --source out for the OS's choice)"
+        )),
+        Ok(ip) => Ok(ip),
+        Err(_) => Err(format!(
+            "'{text}' is not an IP address (a local one, e.g. 192.0.2.7)"
+        )),
     }
 }
 
@@ -319,10 +459,11 @@ fn parse_credential(text: &str) -> Result<Credential, String> {
     }
 }
 
-/// `HOST:PORT[,weight=N][,max-conns=N][,backup]`
-pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
+/// `HOST:PORT[,weight=N][,max-conns=N][,backup]`, also `HOST:Q1-Q2` and `unix:PATH`.
+pub(crate) fn parse_target(text: &str) -> Result<TargetDraft, String> {
     let mut parts = text.split(',');
-    let addr = HostPort::parse(parts.next().unwrap_or_default(), false)?;
+    let (first, last) = split_port_range(parts.next().unwrap_or_default())?;
+    let addr = TargetAddr::parse(&first)?;
     let mut target = Target {
         addr,
         weight: 1,
@@ -348,7 +489,7 @@ pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
             }
         }
     }
-    Ok(target)
+    Ok(TargetDraft { target, last })
 }
 
 /// The line's own value, else the command line's default.
@@ -356,17 +497,72 @@ fn pick<T: Clone>(line: &Option<T>, default: &Option<T>) -> Option<T> {
     line.clone().or_else(|| default.clone())
 }
 
-/// Builds a typed rule from one line and the command line's defaults.
-pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule, String> {
+/// Builds the typed rules of one line with the command line's defaults: one rule, or one per
+/// port of a LISTEN range (each with every option of the line, its own `--max-conns`
+/// included; a range TARGET maps port P1+k to Q1+k, a one-port TARGET takes every port).
+pub(crate) fn build_rules(line: &RuleDraft, defaults: &RuleDraft) -> Result<Vec<Rule>, String> {
+    let rule = build_rule(line, defaults)?;
+    let Some(last) = line.listen_last else {
+        if let Some(t) = line.targets.iter().find(|t| t.last.is_some()) {
+            return Err(format!(
+                "TARGET '{}': a port range needs a LISTEN range of the same length",
+                written(&t.target.addr, t.last)
+            ));
+        }
+        return Ok(vec![rule]);
+    };
+    let first = rule.listen.port().unwrap_or(last);
+    let count = last - first + 1;
+    for t in &line.targets {
+        let (TargetAddr::Net(hp), Some(t_last)) = (&t.target.addr, t.last) else {
+            continue;
+        };
+        let t_count = t_last - hp.port + 1;
+        if t_count != count {
+            return Err(format!(
+                "TARGET '{}' has {t_count} ports but LISTEN '{}-{last}' has {count}: \
+                 give a range of the same length, or one port",
+                written(&t.target.addr, t.last),
+                rule.listen
+            ));
+        }
+    }
+    let ranged: Vec<bool> = line.targets.iter().map(|t| t.last.is_some()).collect();
+    let expand = |index: u16| {
+        let mut port_rule = rule.clone();
+        port_rule.listen = rule.listen.with_port(first + index);
+        if let Mode::Forward(fw) = &mut port_rule.mode {
+            for (target, ranged) in fw.targets.iter_mut().zip(&ranged) {
+                if let (TargetAddr::Net(hp), true) = (&mut target.addr, ranged) {
+                    hp.port += index;
+                }
+            }
+        }
+        port_rule.span = Some(Span {
+            index,
+            count,
+            ranged: ranged.clone(),
+        });
+        port_rule
+    };
+    Ok((0..count).map(expand).collect())
+}
+
+/// An address as written, with its range's last port.
+fn written(addr: &TargetAddr, last: Option<u16>) -> String {
+    match last {
+        Some(last) => format!("{addr}-{last}"),
+        None => addr.to_string(),
+    }
+}
+
+/// Builds one typed rule (for a range: its first port) from one line and the defaults.
+fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule, String> {
     let listen = line
         .listen
         .clone()
         .ok_or("missing LISTEN address (see tcpfwd --help)")?;
     check_mode_options(line)?;
-    #[cfg(not(target_os = "linux"))]
-    if pick(&line.mss, &defaults.mss).is_some() {
-        return Err("--mss is supported on Linux only".into());
-    }
     let base = Options::default();
     let options = Options {
         connect_timeout: pick(&line.connect_timeout, &defaults.connect_timeout)
@@ -383,10 +579,17 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
         buffer_size: pick(&line.buffer_size, &defaults.buffer_size).unwrap_or(base.buffer_size),
         segment_size: pick(&line.segment_size, &defaults.segment_size),
         mss: pick(&line.mss, &defaults.mss),
+        congestion: Congestion {
+            client: pick(&line.congestion_client, &defaults.congestion_client),
+            target: pick(&line.congestion_target, &defaults.congestion_target),
+        },
+        user_timeout: pick(&line.user_timeout, &defaults.user_timeout).unwrap_or(None),
+        source: pick(&line.source, &defaults.source),
         nagle: pick(&line.nagle, &defaults.nagle).unwrap_or(base.nagle),
         proxy_protocol: pick(&line.proxy_protocol, &defaults.proxy_protocol),
         accept_proxy: pick(&line.accept_proxy, &defaults.accept_proxy).unwrap_or(false),
     };
+    check_system_options(&options)?;
     let mode = if line.connect {
         Mode::Connect(ConnectPolicy {
             ports: pick(&line.connect_ports, &defaults.connect_ports).unwrap_or_default(),
@@ -399,7 +602,7 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
     } else {
         let base = HealthCheck::default();
         Mode::Forward(Forward {
-            targets: line.targets.clone(),
+            targets: line.targets.iter().map(|t| t.target.clone()).collect(),
             balance: pick(&line.balance, &defaults.balance).unwrap_or_default(),
             health: HealthCheck {
                 interval: pick(&line.health_interval, &defaults.health_interval)
@@ -413,7 +616,41 @@ pub(crate) fn build_rule(line: &RuleDraft, defaults: &RuleDraft) -> Result<Rule,
         listen,
         mode,
         options,
+        span: None,
     })
+}
+
+/// The options only some systems have: elsewhere than Linux each is an error naming it; on
+/// Linux a congestion control is tried on a socket, so a name the kernel does not offer or
+/// allow stops tcpfwd at start-up rather than failing every connection.
+fn check_system_options(o: &Options) -> Result<(), String> {
+    let custom_keepalive = o
+        .keepalive
+        .is_some_and(|k| k.interval != Keepalive::INTERVAL || k.count != Keepalive::COUNT);
+    let linux_only = [
+        ("--mss", o.mss.is_some()),
+        (
+            "--congestion",
+            o.congestion.client.is_some() || o.congestion.target.is_some(),
+        ),
+        ("--user-timeout", o.user_timeout.is_some()),
+        ("--source", o.source.is_some()),
+        ("--keepalive INTERVAL/COUNT", custom_keepalive),
+    ];
+    if !cfg!(target_os = "linux") {
+        if let Some((name, _)) = linux_only.iter().find(|(_, given)| *given) {
+            return Err(format!("{name} is supported on Linux only"));
+        }
+    }
+    let names = [&o.congestion.client, &o.congestion.target];
+    for (i, name) in names.iter().enumerate() {
+        let Some(name) = name else { continue };
+        if names[..i].contains(&&Some(name.clone())) {
+            continue;
+        }
+        sys::check_congestion(name).map_err(|e| format!("--congestion: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Options of one mode written on a line of the other are a mistake worth naming.

@@ -13,5 +13,6 @@ pub mod rule;
 mod units;
 
 pub use argv::{parse_args, Command, Setup};
+pub use check::Listing;
 pub use help::HELP;
 pub use units::ShowDuration;

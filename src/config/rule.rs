@@ -1,9 +1,11 @@
 //! The typed form of a rule: what the command line or a config line means, parsed once.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::addr::{Acl, HostPort, ListenAddr};
+use crate::addr::{Acl, HostPort, ListenAddr, TargetAddr};
 use crate::log::Verbosity;
+use crate::sys::{Keepalive, TcpOptions};
 use crate::wire::connect_head::Credential;
 use crate::wire::proxy_header::Version as ProxyVersion;
 
@@ -21,12 +23,27 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// One listener and what to do with each connection it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// Where to listen, as written (also the `rule` label in logs and metrics).
+    /// Where to listen, as written (also the `rule` label in logs and metrics); for a port of
+    /// a range, that port's own address `HOST:P`.
     pub listen: ListenAddr,
     /// Forward to targets, or act as an HTTP CONNECT proxy.
     pub mode: Mode,
     /// Options common to both modes.
     pub options: Options,
+    /// Set when the rule is one port of a range written `HOST:P1-P2`.
+    pub span: Option<Span>,
+}
+
+/// Where a rule stands in the port range it was written as, so that `--check` can print the
+/// range once. The rules of one range are consecutive and alike except for their ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// This rule's place in the range: its port is P1 + `index`.
+    pub index: u16,
+    /// How many ports the range has.
+    pub count: u16,
+    /// For each target in written order, whether it was a range too (offset mapping).
+    pub ranged: Vec<bool>,
 }
 
 /// What a rule does with an accepted connection.
@@ -53,7 +70,7 @@ pub struct Forward {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// Where to connect; a name is resolved at every connect.
-    pub addr: HostPort,
+    pub addr: TargetAddr,
     /// Relative share of connections, 1..=1000.
     pub weight: u32,
     /// At most this many connections at once to this target.
@@ -158,8 +175,8 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Once one direction ended, close when the other is quiet this long; `None` = never.
     pub fin_timeout: Option<Duration>,
-    /// TCP keepalive idle time; `None` = off.
-    pub keepalive: Option<Duration>,
+    /// TCP keepalive on both legs; `None` = off.
+    pub keepalive: Option<Keepalive>,
     /// Client connections at once on this rule.
     pub max_conns: usize,
     /// The listen backlog: connections the kernel completes and queues while the rule does
@@ -171,8 +188,14 @@ pub struct Options {
     pub buffer_size: usize,
     /// At most this many bytes per send (with TCP_NODELAY).
     pub segment_size: Option<usize>,
-    /// TCP_MAXSEG on the listening socket.
+    /// TCP_MAXSEG on the listening socket and on each target socket before it connects.
     pub mss: Option<u32>,
+    /// TCP_CONGESTION per leg.
+    pub congestion: Congestion,
+    /// TCP_USER_TIMEOUT on both legs; `None` = the kernel's.
+    pub user_timeout: Option<Duration>,
+    /// The local address connections to targets leave from; `None` = the OS's choice.
+    pub source: Option<IpAddr>,
     /// Leave Nagle's algorithm on.
     pub nagle: bool,
     /// Send a PROXY protocol header to the target.
@@ -187,16 +210,66 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: None,
             fin_timeout: Some(Duration::from_secs(60)),
-            keepalive: Some(Duration::from_secs(60)),
+            keepalive: Some(Keepalive {
+                idle: Duration::from_secs(60),
+                interval: Keepalive::INTERVAL,
+                count: Keepalive::COUNT,
+            }),
             max_conns: 1024,
             backlog: DEFAULT_BACKLOG,
             clients: Acl::default(),
             buffer_size: DEFAULT_BUFFER_SIZE,
             segment_size: None,
             mss: None,
+            congestion: Congestion::default(),
+            user_timeout: None,
+            source: None,
             nagle: false,
             proxy_protocol: None,
             accept_proxy: false,
+        }
+    }
+}
+
+/// `--congestion`: the congestion control of each leg by name; `None` = the system's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Congestion {
+    /// On the client's socket (set on the listener, inherited at accept).
+    pub client: Option<String>,
+    /// On each target socket, before it connects.
+    pub target: Option<String>,
+}
+
+impl Options {
+    /// The TCP options of the client leg (set on the listening socket).
+    pub fn client_leg(&self) -> TcpOptions {
+        TcpOptions {
+            congestion: self.congestion.client.clone(),
+            ..self.both_legs()
+        }
+    }
+
+    /// The TCP options of the target leg (set on each target socket before it connects).
+    pub fn target_leg(&self) -> TcpOptions {
+        TcpOptions {
+            congestion: self.congestion.target.clone(),
+            ..self.both_legs()
+        }
+    }
+
+    /// TCP_NODELAY on both legs: unless `--nagle`, and always with `--segment-size` (which
+    /// promises each piece leaves at once).
+    pub fn nodelay(&self) -> bool {
+        !self.nagle || self.segment_size.is_some()
+    }
+
+    fn both_legs(&self) -> TcpOptions {
+        TcpOptions {
+            nodelay: self.nodelay(),
+            keepalive: self.keepalive,
+            mss: self.mss,
+            congestion: None,
+            user_timeout: self.user_timeout,
         }
     }
 }

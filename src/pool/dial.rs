@@ -1,14 +1,59 @@
-//! Connecting to a target: every resolved address in turn, within one shared time budget.
+//! Connecting to a target: every resolved address in turn, within one shared time budget,
+//! each socket made with the rule's target-leg options and `--source`; or a Unix-domain
+//! socket (no TCP options, no source).
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::addr::HostPort;
+use crate::addr::{Endpoint, HostPort, TargetAddr};
+use crate::config::rule::Options;
 use crate::deadline::Deadline;
 use crate::end::End;
-use crate::sys::{self, reason};
+use crate::relay::Armed;
+use crate::stream::Stream;
+use crate::sys::{self, reason, ConnectError, TcpOptions};
+
+/// How a rule's sockets to targets are made: the target leg's TCP options (set before
+/// connect) and the local address they leave from.
+#[derive(Clone, Debug, Default)]
+pub struct Dialer {
+    socket: TcpOptions,
+    source: Option<IpAddr>,
+    /// The relay sets SO_SNDTIMEO itself before it writes (a rule with an idle or fin
+    /// timeout), so the connect's need not be cleared.
+    keep_send_timeout: bool,
+}
+
+impl Dialer {
+    /// The dialer of a rule with these options.
+    pub fn new(options: &Options) -> Dialer {
+        Dialer {
+            socket: options.target_leg(),
+            source: options.source,
+            keep_send_timeout: options.idle_timeout.is_some() || options.fin_timeout.is_some(),
+        }
+    }
+
+    /// The timeouts a TCP socket it connected within `budget` has (`relay::Armed`): on Linux
+    /// the connect's send timeout, at most `budget`, when it is kept for the relay.
+    pub fn armed(&self, budget: Duration) -> Armed {
+        let kept = cfg!(target_os = "linux") && self.keep_send_timeout;
+        Armed {
+            read: None,
+            write: kept.then_some(budget),
+        }
+    }
+
+    /// The same, for health probes: their sockets are closed at once.
+    pub fn for_probes(&self) -> Dialer {
+        Dialer {
+            keep_send_timeout: true,
+            ..self.clone()
+        }
+    }
+}
 
 /// Why a connect failed.
 #[derive(Debug)]
@@ -22,6 +67,14 @@ pub enum DialError {
     /// tcpfwd ran short itself (no file descriptor or memory): not the target's fault, and
     /// every other target would fail the same way.
     Local(io::Error),
+    /// The socket could not be made ready here (`what`: bind to `--source`, an option): as
+    /// [`DialError::Local`], tcpfwd's own problem.
+    Socket {
+        /// The step that failed, as a user reads it.
+        what: String,
+        /// The OS error.
+        error: io::Error,
+    },
 }
 
 impl DialError {
@@ -31,13 +84,14 @@ impl DialError {
             DialError::TimedOut => End::ConnectTimeout,
             // A name that does not resolve counts as a failed connect (SPEC §1).
             DialError::Unresolved(_) | DialError::Refused(_) => End::ConnectRefused,
-            DialError::Local(_) => End::Error,
+            DialError::Local(_) | DialError::Socket { .. } => End::Error,
         }
     }
 
-    /// Whether tcpfwd ran short itself, rather than the target failing.
+    /// Whether tcpfwd itself failed (ran short, or cannot make the socket), rather than the
+    /// target.
     pub fn is_local(&self) -> bool {
-        matches!(self, DialError::Local(_))
+        matches!(self, DialError::Local(_) | DialError::Socket { .. })
     }
 
     /// `e` as a local shortage if it is one, else as `otherwise`.
@@ -57,13 +111,39 @@ impl fmt::Display for DialError {
             DialError::Refused(e) => write!(f, "{}", reason(e)),
             DialError::TimedOut => write!(f, "connect timed out"),
             DialError::Local(e) => write!(f, "{} here", reason(e)),
+            DialError::Socket { what, error } => write!(f, "cannot {what}: {}", reason(error)),
         }
+    }
+}
+
+/// Connects to a target of either kind: a `HOST:PORT` as [`dial`] does, a Unix-domain socket
+/// directly (a missing socket file or nobody listening is a refused connect).
+pub fn dial_target(
+    target: &TargetAddr,
+    budget: Duration,
+    how: &Dialer,
+) -> Result<(Stream, Endpoint), DialError> {
+    match target {
+        TargetAddr::Net(hp) => {
+            dial(hp, budget, how).map(|(s, a)| (Stream::Tcp(s), Endpoint::Ip(a)))
+        }
+        #[cfg(unix)]
+        TargetAddr::Unix(addr) => crate::stream::connect_unix(addr)
+            .map(|s| (s, Endpoint::Unix(Some(addr.clone()))))
+            .map_err(|e| DialError::from_io(e, DialError::Refused)),
+        // The parser refuses `unix:` where there are no Unix-domain sockets.
+        #[cfg(not(unix))]
+        TargetAddr::Unix(_) => Err(DialError::Refused(io::ErrorKind::Unsupported.into())),
     }
 }
 
 /// Resolves `target` now and connects to its addresses in order; a refused address moves on
 /// at once, and all of them share `budget`.
-pub fn dial(target: &HostPort, budget: Duration) -> Result<(TcpStream, SocketAddr), DialError> {
+pub fn dial(
+    target: &HostPort,
+    budget: Duration,
+    how: &Dialer,
+) -> Result<(TcpStream, SocketAddr), DialError> {
     let deadline = Deadline::after(budget);
     let addrs = target
         .resolve()
@@ -71,7 +151,7 @@ pub fn dial(target: &HostPort, budget: Duration) -> Result<(TcpStream, SocketAdd
     if addrs.is_empty() {
         return Err(DialError::Unresolved(io::ErrorKind::NotFound.into()));
     }
-    dial_addrs(&addrs, deadline)
+    dial_addrs(&addrs, deadline, how)
 }
 
 /// Connects to the first of `addrs` that accepts before `deadline`; a local shortage ends
@@ -81,6 +161,7 @@ pub fn dial(target: &HostPort, budget: Duration) -> Result<(TcpStream, SocketAdd
 pub fn dial_addrs(
     addrs: &[SocketAddr],
     deadline: Deadline,
+    how: &Dialer,
 ) -> Result<(TcpStream, SocketAddr), DialError> {
     let mut last = DialError::TimedOut;
     for (tried, addr) in addrs.iter().enumerate() {
@@ -88,20 +169,24 @@ pub fn dial_addrs(
             return Err(DialError::TimedOut);
         };
         let share = fair_share(left, addrs.len() - tried);
-        match TcpStream::connect_timeout(addr, share) {
+        match sys::connect(*addr, &how.socket, how.source, share, how.keep_send_timeout) {
             Ok(stream) => return Ok((stream, *addr)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
+            Err(ConnectError::TimedOut) => last = DialError::TimedOut,
+            // ETIMEDOUT: the SYN retries, or --user-timeout, ran out first.
+            Err(ConnectError::Failed(e)) if e.kind() == io::ErrorKind::TimedOut => {
                 last = DialError::TimedOut
             }
-            Err(e) => match DialError::from_io(e, DialError::Refused) {
+            Err(ConnectError::Failed(e)) => match DialError::from_io(e, DialError::Refused) {
                 local @ DialError::Local(_) => return Err(local),
                 refused => last = refused,
             },
+            Err(ConnectError::Local { what, error }) => {
+                return Err(if sys::is_local_shortage(&error) {
+                    DialError::Local(error)
+                } else {
+                    DialError::Socket { what, error }
+                });
+            }
         }
     }
     Err(last)
@@ -151,6 +236,16 @@ mod tests {
                 "errno {code}"
             );
         }
+        let bind = DialError::Socket {
+            what: "bind to --source 192.0.2.1".into(),
+            error: io::ErrorKind::AddrNotAvailable.into(),
+        };
+        assert!(bind.is_local());
+        assert_eq!(bind.end(), End::Error);
+        assert_eq!(
+            bind.to_string(),
+            "cannot bind to --source 192.0.2.1: cannot assign requested address"
+        );
         let emfile = DialError::Local(io::Error::from_raw_os_error(24));
         assert_eq!(emfile.end(), End::Error);
         #[cfg(target_os = "linux")]

@@ -6,7 +6,7 @@
 //! then tries the plan's targets one by one, each at most once, skipping full ones. No lock
 //! is held across a connect: the plan is made under short locks, the connects happen after.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,11 +15,13 @@ mod balance;
 pub mod dial;
 mod health;
 
+use crate::addr::Endpoint;
 use crate::config::rule::{Balance, Forward, HealthCheck, Target};
 use crate::end::End;
 use crate::log::{self, Burst};
+use crate::stream::Stream;
 use balance::{Candidate, Smooth};
-use dial::{dial, DialError};
+use dial::{dial_target, DialError, Dialer};
 use health::{Change, Health};
 
 /// One target and its live state.
@@ -99,6 +101,8 @@ pub struct Pool {
     balance: Balance,
     health: HealthCheck,
     connect_timeout: Duration,
+    /// How sockets to targets are made.
+    dialer: Dialer,
     /// Round-robin state (a short lock, only while choosing).
     smooth: Mutex<Smooth>,
     /// Rotates the start among equally loaded targets (least-conn).
@@ -114,9 +118,9 @@ pub struct Pool {
 /// A connection to a target; the target's open-connection count drops when `lease` is dropped.
 pub struct Connected {
     /// The connected socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// The address actually connected.
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
     /// Keeps the target's count.
     pub lease: Lease,
 }
@@ -150,12 +154,18 @@ impl Pool {
             balance: forward.balance,
             health: forward.health,
             connect_timeout,
+            dialer: Dialer::default(),
             smooth: Mutex::new(Smooth::new(forward.targets.len())),
             tick: AtomicUsize::new(0),
             all_down: Burst::default(),
             shortage: Burst::default(),
             retired: AtomicBool::new(false),
         }
+    }
+
+    /// The same pool, its sockets to targets made by `dialer` (TCP options, `--source`).
+    pub fn dialing(self, dialer: Dialer) -> Pool {
+        Pool { dialer, ..self }
     }
 
     /// The pool a reload makes for a changed target list: a target still in it (the same
@@ -234,12 +244,8 @@ impl Pool {
     }
 
     /// One connect to one target, with its health updated and logged.
-    fn attempt(
-        &self,
-        member: &Member,
-        client: IpAddr,
-    ) -> Result<(TcpStream, SocketAddr), DialError> {
-        let result = dial(&member.target.addr, self.connect_timeout);
+    fn attempt(&self, member: &Member, client: IpAddr) -> Result<(Stream, Endpoint), DialError> {
+        let result = dial_target(&member.target.addr, self.connect_timeout, &self.dialer);
         match &result {
             Ok(_) => {
                 if let Some(ended) = self.shortage.clear() {
@@ -328,8 +334,9 @@ impl Pool {
     /// at once, within the connect timeout but never longer than `interval`.
     pub fn probe_all(&self, interval: Duration) {
         let budget = self.connect_timeout.min(interval);
+        let dialer = self.dialer.for_probes();
         for member in &self.members {
-            match dial(&member.target.addr, budget) {
+            match dial_target(&member.target.addr, budget, &dialer) {
                 Ok(_) => member.succeeded(),
                 Err(e) if e.is_local() => self.report_shortage(member, &e),
                 Err(e) => member.report_failure(member.health.probe_failed(), &e),
@@ -378,7 +385,7 @@ mod tests {
                         None => (*s, false),
                     };
                     Target {
-                        addr: crate::addr::HostPort::parse(addr, false).unwrap(),
+                        addr: crate::addr::TargetAddr::parse(addr).unwrap(),
                         weight: 1,
                         max_conns: None,
                         backup,
@@ -452,7 +459,7 @@ mod tests {
         let Ok(connected) = p.connect(CLIENT) else {
             panic!("no failover");
         };
-        assert_eq!(connected.addr, open_addr);
+        assert_eq!(connected.addr, crate::addr::Endpoint::Ip(open_addr));
         assert!(!p.members[0].is_up());
         assert_eq!(p.members[1].active(), 1);
         drop(connected);

@@ -2,7 +2,10 @@
 //!
 //! When one side ends its output (EOF), the copier shuts down the write half of the other
 //! side and stops; the opposite direction keeps running until it ends too (half-close).
-//! An error on either side shuts down both sockets, which wakes the other thread at once.
+//! An error on either side shuts down both sockets, which wakes the other thread at once; the
+//! side that did not fail is reset, not closed with a FIN, so it cannot take a cut stream for
+//! a complete one. Either socket may be TCP or Unix-domain: a [`Stream`] is either, and
+//! copies the same.
 //! The details sit behind named helpers: the lazy buffer ([`buffer`]), segment sizing
 //! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
 
@@ -14,11 +17,12 @@ mod timers;
 mod verdict;
 
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::end::End;
 use crate::log::{self, Burst};
+use crate::stream::Stream;
 use crate::sys;
 use crate::threads;
 use buffer::Buffer;
@@ -32,8 +36,8 @@ pub use timers::{Armed, Timeouts};
 
 /// The two sockets of one connection and what both threads know about it.
 struct Pair {
-    client: TcpStream,
-    target: TcpStream,
+    client: Stream,
+    target: Stream,
     settings: Settings,
     timers: Timers,
     verdict: Verdict,
@@ -47,7 +51,7 @@ static NO_THREAD: Burst = Burst::new();
 /// Relays until both directions have ended: the calling thread copies client → target, a
 /// second thread copies target → client, and whichever finishes last hands the outcome to
 /// `done` (last one out: neither waits for the other).
-pub fn relay(client: TcpStream, target: TcpStream, settings: Settings, done: Done) {
+pub fn relay(client: Stream, target: Stream, settings: Settings, done: Done) {
     let timers = Timers::new(settings.timeouts, settings.client, settings.target);
     let verdict = Verdict::default();
     let tally = Tally::new(done);
@@ -110,6 +114,14 @@ impl Pair {
         self.timers.arm(dir, from, to);
         loop {
             match (&*from).read(buffer.space()) {
+                // A read of 0 from a socket that failed (its error went to the other thread)
+                // is no EOF: while we have not sent a FIN on it, only a failure closes it.
+                Ok(0)
+                    if !self.timers.has_finished(dir.other())
+                        && from.as_tcp().is_some_and(sys::closed_by_failure) =>
+                {
+                    return Err(dir.reader_reset())
+                }
                 Ok(0) => {
                     // Half-close: pass the EOF on; the other direction keeps running.
                     self.timers.finished(dir);
@@ -132,7 +144,7 @@ impl Pair {
 
     /// Writes all of `data` (see [`send::send_segments`]); a write that times out is retried
     /// unless a timeout has expired.
-    fn send(&self, to: &TcpStream, data: &[u8], dir: Direction) -> Result<(), End> {
+    fn send(&self, to: &Stream, data: &[u8], dir: Direction) -> Result<(), End> {
         let moved = || self.timers.moved(dir);
         let retry = || self.timers.rearm_write(to, dir);
         let size = self.settings.segment_size;
@@ -140,12 +152,18 @@ impl Pair {
     }
 
     /// Ends the connection: notes why, and shuts both sockets down, which wakes the other
-    /// thread from its blocking read or write.
+    /// thread from its blocking read or write. When one side failed (a reset, or the kernel
+    /// gave up on it: ETIMEDOUT), the other side is reset too, not sent a FIN.
     fn abort(&self, end: End) {
         self.verdict.note(end);
         if self.verdict.end() == End::Shutdown {
             // Being cut: a FIN now would reach the other side before its RST.
             return;
+        }
+        match end {
+            End::TargetReset => self.client.reset(),
+            End::ClientReset => self.target.reset(),
+            _ => {}
         }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
@@ -155,8 +173,8 @@ impl Pair {
 impl cut::Cut for Pair {
     fn cut(&self) {
         self.verdict.note(End::Shutdown);
-        sys::reset(&self.client);
-        sys::reset(&self.target);
+        self.client.reset();
+        self.target.reset();
     }
 }
 

@@ -5,12 +5,12 @@
 //! socket does not already have one at least as short ([`Armed`]): a wake-up before the tick
 //! is harmless, it checks and re-arms with what is left.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::end::End;
 use crate::relay::verdict::Direction;
+use crate::stream::Stream;
 
 /// The relay's timeouts; `None` = never.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl Timers {
     /// write, to the tick where they are not already as short. Nothing
     /// at all when no timeout is configured: a socket that has one anyway wakes once, and
     /// [`Timers::rearm_read`] clears it.
-    pub fn arm(&self, dir: Direction, from: &TcpStream, to: &TcpStream) {
+    pub fn arm(&self, dir: Direction, from: &Stream, to: &Stream) {
         let tick = self.timeouts.tick();
         let (reader, writer) = match dir {
             Direction::Up => (self.client, self.target),
@@ -122,6 +122,11 @@ impl Timers {
     /// `dir` reached EOF.
     pub fn finished(&self, dir: Direction) {
         self.finished_at[dir as usize].store(self.now() + 1, Ordering::Relaxed);
+    }
+
+    /// Whether `dir` reached EOF (and passed it on).
+    pub fn has_finished(&self, dir: Direction) -> bool {
+        self.finished_at[dir as usize].load(Ordering::Relaxed) != 0
     }
 
     /// Called when a blocking call in `dir` timed out: the end if a timeout has expired, else
@@ -163,14 +168,14 @@ impl Timers {
 impl Timers {
     /// After a read in `dir` timed out: the end if a timeout expired, else the socket waits
     /// until the next check is due.
-    pub fn rearm_read(&self, from: &TcpStream, dir: Direction) -> Result<(), End> {
+    pub fn rearm_read(&self, from: &Stream, dir: Direction) -> Result<(), End> {
         let left = self.check(dir)?;
         let _ = from.set_read_timeout(left);
         Ok(())
     }
 
     /// After a write in `dir` timed out: as [`Timers::rearm_read`].
-    pub fn rearm_write(&self, to: &TcpStream, dir: Direction) -> Result<(), End> {
+    pub fn rearm_write(&self, to: &Stream, dir: Direction) -> Result<(), End> {
         let left = self.check(dir)?;
         let _ = to.set_write_timeout(left);
         Ok(())

@@ -1,7 +1,8 @@
-//! Accept loops: a rule's (limits, back-off, the threads that accept and serve) and the
-//! metrics one's. Neither spins: a failing `accept()` backs off and is logged as a burst
-//! (start, end, at most one line per few seconds between). A loop ends only when its
-//! [`Listener`] is stopped (graceful stop, hand-over, a reload that removed the rule).
+//! Accept loops: a rule's (limits, back-off, the threads that accept and serve), one for the
+//! listeners of many rules at once (Unix), and the metrics one's. None spins: a failing
+//! `accept()` backs off and is logged as a burst (start, end, at most one line per few
+//! seconds between). A loop ends only when its [`Listener`] is stopped (graceful stop,
+//! hand-over, a reload that removed the rule); a loop over many ends when all of them are.
 //!
 //! A rule's listener is served by *acceptors*: threads that each wait in `accept()` on it and
 //! serve the client they get themselves, as the connection's first thread. The kernel wakes
@@ -11,17 +12,19 @@
 //! at once, and the extra ones leave after [`ACCEPT_WAIT`] without a client.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use crate::addr::Endpoint;
 use crate::log::{self, Burst};
 use crate::relay::Armed;
+use crate::serve::listen::Socket;
 use crate::serve::session;
 use crate::serve::state::{Current, Slot};
+use crate::stream::Stream;
 use crate::sys::{self, reason};
 use crate::threads;
 
@@ -67,7 +70,7 @@ impl Drop for LoopGuard {
 
 /// A listening socket and whether its accept loop should go on.
 pub struct Listener {
-    socket: TcpListener,
+    socket: Socket,
     /// Another process holds the same socket (systemd's socket activation, or the process
     /// it is being handed to): stopping must not shut it down for that process too.
     shared: AtomicBool,
@@ -76,16 +79,16 @@ pub struct Listener {
 
 impl Listener {
     /// A listener for `socket`; `shared` if another process holds it too.
-    pub fn new(socket: TcpListener, shared: bool) -> Arc<Listener> {
+    pub fn new(socket: impl Into<Socket>, shared: bool) -> Arc<Listener> {
         Arc::new(Listener {
-            socket,
+            socket: socket.into(),
             shared: AtomicBool::new(shared),
             stopped: AtomicBool::new(false),
         })
     }
 
     /// The socket.
-    pub fn socket(&self) -> &TcpListener {
+    pub fn socket(&self) -> &Socket {
         &self.socket
     }
 
@@ -125,7 +128,8 @@ struct Listening {
     waiting: AtomicUsize,
     /// [`MAX_ACCEPTORS`], or 1 where accept() cannot time out (an extra one could not leave).
     most: usize,
-    /// The socket timeouts every client accepted here starts with.
+    /// The socket timeouts every TCP client accepted here starts with (a Unix-domain client
+    /// is a new socket of its own and inherits nothing).
     inherited: Armed,
 }
 
@@ -152,11 +156,13 @@ pub fn serve_rule(listener: Arc<Listener>, current: Arc<Current>, running: LoopG
 /// that changes the interval the relay sets what differs on each connection.
 fn prepare(acceptor: &Acceptor, current: &Current) -> Armed {
     let mut inherited = Armed::NONE;
+    let Some(socket) = acceptor.listener.socket().as_tcp() else {
+        return inherited;
+    };
     if acceptor.wakes {
         inherited.read = Some(ACCEPT_WAIT);
     }
     let tick = current.get().relay_settings().timeouts.tick();
-    let socket = acceptor.listener.socket();
     if tick.is_some() && sys::set_accepted_write_timeout(socket, tick).is_ok() {
         inherited.write = tick;
     }
@@ -190,9 +196,14 @@ fn accept_and_serve(listening: &Arc<Listening>, running: LoopGuard) {
         }
         // A reload while this thread waited in accept() applies to this client already.
         slot.rebind(&listening.current.get());
+        let inherited = match client {
+            Stream::Tcp(_) => listening.inherited,
+            #[cfg(unix)]
+            Stream::Unix(_) => Armed::NONE,
+        };
         // A panic (a bug) ends this connection only; its slot is given back as it unwinds.
         let _ = panic::catch_unwind(AssertUnwindSafe(|| {
-            session::serve(client, peer, slot, listening.inherited)
+            session::serve(client, peer, slot, inherited)
         }));
         if !listening.wait_again() {
             // Enough acceptors wait: this thread becomes a spare (threads.rs).
@@ -281,7 +292,7 @@ impl Acceptor {
         trouble: &Burst,
         label: &str,
         mut failed: impl FnMut(),
-    ) -> Option<(TcpStream, SocketAddr)> {
+    ) -> Option<(Stream, Endpoint)> {
         loop {
             let result = self.listener.socket.accept();
             if self.listener.is_stopped() {
@@ -311,6 +322,147 @@ impl Acceptor {
                 }
             }
         }
+    }
+}
+
+/// How often a poller looks again at a full rule's listener (left out of its poll meanwhile).
+#[cfg(unix)]
+const POLL_TICK: Duration = Duration::from_millis(10);
+
+/// How long a poller waits at most while no rule is full: a stop of a socket of its own wakes
+/// it at once (shut down, it is readable), the stop of a shared one (a hand-over) is seen
+/// within this time; and each wake-up looks at all its listeners (10,000 idle rules cost
+/// about 0.5 % of a core so, README "Thousands of rules").
+#[cfg(unix)]
+const POLL_IDLE: Duration = Duration::from_secs(2);
+
+/// Clients a poller takes from one listener per round, so a busy rule cannot starve the rest.
+#[cfg(unix)]
+const BATCH: usize = 16;
+
+/// Accepts for the listeners of many rules from one thread (Unix): a `poll()` over every
+/// listener whose rule has a free place, then non-blocking accepts on the ready ones. One
+/// thread blocked in `accept()` per listener would cost a thread each and, on Linux, a file
+/// descriptor each (the kernel reserves the new connection's descriptor before it waits):
+/// 10,000 rules would need 20,000 of each. A full rule's listener is left out of the poll
+/// (its clients wait in the backlog) and looked at again every [`POLL_TICK`]. A stopped
+/// listener leaves the group; the loop ends with the last one. The sockets must be
+/// non-blocking; `running` counts each listener's loop.
+#[cfg(unix)]
+pub fn serve_many(mut group: Vec<(Arc<Listener>, Arc<Current>)>, mut running: Vec<LoopGuard>) {
+    let trouble = Burst::default();
+    let backoff = Backoff::default();
+    loop {
+        group.retain(|(listener, _)| {
+            if !listener.is_stopped() {
+                return true;
+            }
+            running.pop();
+            false
+        });
+        if group.is_empty() {
+            return;
+        }
+        let open: Vec<(&Arc<Listener>, &Arc<Current>)> = group
+            .iter()
+            .filter(|(_, current)| Slot::available(&current.get()))
+            .map(|(l, c)| (l, c))
+            .collect();
+        let wait = if open.len() < group.len() {
+            POLL_TICK
+        } else {
+            POLL_IDLE
+        };
+        let sockets: Vec<&Socket> = open.iter().map(|(l, _)| l.socket()).collect();
+        let ready = match sys::readable(&sockets, Some(wait)) {
+            Ok(ready) => {
+                if let Some(ended) = trouble.clear() {
+                    log::problem(format_args!(
+                        "waiting for clients works again after {ended} ({} failures)",
+                        ended.count
+                    ));
+                }
+                ready
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                trouble.problem(format_args!(
+                    "cannot wait for clients: {} (backing off)",
+                    reason(&e)
+                ));
+                backoff.wait();
+                continue;
+            }
+        };
+        for (listener, current) in ready.into_iter().filter_map(|i| open.get(i)) {
+            accept_ready(listener, current, &backoff);
+        }
+    }
+}
+
+/// Accepts what waits on one ready listener: at most [`BATCH`] clients, while the rule has
+/// places.
+#[cfg(unix)]
+fn accept_ready(listener: &Listener, current: &Current, backoff: &Backoff) {
+    for _ in 0..BATCH {
+        let state = current.get();
+        let Some(slot) = Slot::try_acquire(&state) else {
+            return;
+        };
+        let (stream, peer) = match listener.socket().accept() {
+            Ok(client) => client,
+            Err(_) if listener.is_stopped() => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                state.counters.accept_errors.add(1);
+                state.troubles.accept.problem(format_args!(
+                    "accept failed on {}: {} (backing off)",
+                    state.label,
+                    reason(&e)
+                ));
+                backoff.wait();
+                return;
+            }
+        };
+        if let Some(ended) = state.troubles.accept.clear() {
+            log::problem(format_args!(
+                "accepting on {} again after {ended} ({} failed accepts)",
+                state.label, ended.count
+            ));
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = stream.set_nonblocking(false);
+        start_session(stream, peer, slot, &state, backoff);
+    }
+}
+
+/// Hands a client to a session thread of its own (a poller serves many listeners, so it
+/// cannot serve the client itself); a thread that cannot start is logged once per burst and
+/// backed off from.
+#[cfg(unix)]
+fn start_session(
+    stream: Stream,
+    peer: Endpoint,
+    slot: Slot,
+    state: &Arc<crate::serve::state::RuleState>,
+    backoff: &Backoff,
+) {
+    if let Err(e) = session::start(stream, peer, slot) {
+        state.troubles.spawn.problem(format_args!(
+            "cannot start a connection thread on {}: {} (dropping clients until it works again)",
+            state.label,
+            reason(&e)
+        ));
+        backoff.wait();
+    } else {
+        if let Some(ended) = state.troubles.spawn.clear() {
+            log::problem(format_args!(
+                "connection threads start again on {} after {ended} ({} clients dropped)",
+                state.label, ended.count
+            ));
+        }
+        backoff.reset();
     }
 }
 

@@ -1,23 +1,26 @@
 //! Forwarding one client: a target from the pool (with failover), the PROXY header, the relay.
 
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use crate::end::End;
 use crate::pool::Connected;
 use crate::relay::{self, Armed, Outcome, Settings};
-use crate::serve::client::{configure, send_proxy_header, Origin};
+use crate::serve::client::{send_proxy_header, Origin};
 use crate::serve::state::Slot;
+use crate::stream::Stream;
 
 /// Connects the client to a target and relays until both directions end; logs the line and
 /// gives the client's place (`slot`) back. `armed`: the timeouts the client socket has now.
-pub fn serve(client: TcpStream, origin: &Origin, slot: Slot, accepted: Instant, armed: Armed) {
+pub fn serve(client: Stream, origin: &Origin, slot: Slot, accepted: Instant, armed: Armed) {
     let state = slot.state();
-    let peer = origin.source;
+    let peer = &origin.source;
     let refused = |target, end| {
         let outcome = Outcome::nothing_relayed(end);
         state.log_connection(peer, target, outcome, accepted, None);
     };
+    // A Unix client has no address to hash: `source-hash` sends every one to the same target.
+    let hashed = peer.ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let Some(pool) = &state.pool else {
         return refused(None, End::Error);
     };
@@ -25,23 +28,27 @@ pub fn serve(client: TcpStream, origin: &Origin, slot: Slot, accepted: Instant, 
         stream,
         addr,
         lease,
-    } = match pool.connect(peer.ip()) {
+    } = match pool.connect(hashed) {
         Ok(connected) => connected,
         Err(end) => return refused(None, end),
     };
-    configure(&stream, state);
     if let Err(end) = send_proxy_header(&stream, origin, state) {
-        return refused(Some(addr), end);
+        return refused(Some(&addr), end);
     }
+    let budget = state.rule.options.connect_timeout;
     let settings = Settings {
         client: armed,
+        target: (stream
+            .as_tcp()
+            .map_or(Armed::NONE, |_| state.dialer.armed(budget))),
         ..state.relay_settings()
     };
+    let peer = peer.clone();
     let done = move |outcome| {
         // The target's count drops before the log line, so whoever reads the line sees it.
         drop(lease);
-        slot.state()
-            .log_connection(peer, Some(addr), outcome, accepted, None);
+        let state = slot.state();
+        state.log_connection(&peer, Some(&addr), outcome, accepted, None);
     };
     relay::relay(client, stream, settings, Box::new(done));
 }

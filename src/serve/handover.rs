@@ -36,8 +36,7 @@ mod linux {
     const READY_WITHIN: Duration = Duration::from_secs(10);
 
     pub fn hand_over(live: &Live, args: &[OsString]) -> Result<u32, String> {
-        let program = std::env::current_exe()
-            .map_err(|e| format!("cannot find this program's file: {}", reason(&e)))?;
+        let program = program()?;
         let mut handed = Vec::new();
         let mut shared = Vec::new();
         for entry in live.entries() {
@@ -83,6 +82,18 @@ mod linux {
             Ok(()) => Ok(child.id()),
             Err((why, kill)) => Err(format!("{why}{}", ended(&mut child, kill))),
         }
+    }
+
+    /// This program's file. An upgrade replaces it while the process runs: Linux then names
+    /// the old, deleted file `PATH (deleted)`, and the new file is at PATH.
+    fn program() -> Result<std::path::PathBuf, String> {
+        let path = std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's file: {}", reason(&e)))?;
+        let text = path.to_string_lossy();
+        Ok(match text.strip_suffix(" (deleted)") {
+            Some(replaced) => replaced.into(),
+            None => path,
+        })
     }
 
     /// Reads `ready` from the pipe within [`READY_WITHIN`]. The error says why, and whether

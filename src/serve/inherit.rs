@@ -16,6 +16,9 @@ use crate::addr::{Host, HostPort, ListenAddr};
 use crate::config::rule::Rule;
 use crate::log;
 use crate::serve::accept::Listener;
+#[cfg(unix)]
+use crate::serve::listen;
+use crate::serve::listen::Socket;
 use crate::sys::{self, reason};
 
 /// The sockets handed over, `FD=LISTEN` separated by `;`.
@@ -38,7 +41,7 @@ pub struct Inherited {
 
 /// A handed socket not yet taken, and whether systemd holds it too.
 struct Handed {
-    socket: TcpListener,
+    socket: Socket,
     shared: bool,
 }
 
@@ -59,7 +62,7 @@ impl Inherited {
                     continue;
                 };
                 let Ok(fd) = fd.parse::<i32>() else { continue };
-                if let Some(socket) = adopt(fd, HANDOVER_FDS) {
+                if let Some(socket) = adopt_handed(fd) {
                     let shared = shared.contains(&fd);
                     let socket = Some(Handed { socket, shared });
                     inherited.handed.push((fd, what.to_string(), socket));
@@ -133,7 +136,7 @@ impl Inherited {
         let activated = self
             .activated
             .into_iter()
-            .filter_map(|(fd, s)| s.map(|s| (fd, String::new(), s)));
+            .filter_map(|(fd, s)| s.map(|s| (fd, String::new(), Socket::Tcp(s))));
         for (fd, what, socket) in handed.chain(activated) {
             let local = socket
                 .local_addr()
@@ -155,6 +158,8 @@ pub fn stats_label(addr: &HostPort) -> String {
 /// wildcard address of either family on that port (names: any address they resolve to).
 fn listen_matches(listen: &ListenAddr, local: SocketAddr) -> bool {
     match listen {
+        // Not handed over, nor passed by systemd: a Unix rule opens its own socket.
+        ListenAddr::Unix(_) => false,
         ListenAddr::AnyHost(port) => local.ip().is_unspecified() && local.port() == *port,
         ListenAddr::Host(hp) => {
             hp.port == local.port()
@@ -182,9 +187,25 @@ fn var(name: &str) -> Option<String> {
     value
 }
 
+/// A handed-over listener: TCP, or (Unix) a Unix-domain one, whose socket file this process
+/// now removes when it stops.
+fn adopt_handed(fd: i32) -> Option<Socket> {
+    #[cfg(unix)]
+    if let Ok(socket) = sys::adopt_unix_listener(fd) {
+        listen::adopted_socket_file(&socket);
+        return socket
+            .set_nonblocking(false)
+            .ok()
+            .map(|()| Socket::Unix(socket));
+    }
+    adopt(fd, HANDOVER_FDS).map(Socket::Tcp)
+}
+
 fn adopt(fd: i32, from: &str) -> Option<TcpListener> {
     match sys::adopt_listener(fd) {
-        Ok(socket) => Some(socket),
+        // The process that handed it over may have polled it, non-blocking (the mode belongs
+        // to the socket, shared by both processes): this one's accept() waits.
+        Ok(socket) => socket.set_nonblocking(false).ok().map(|()| socket),
         Err(e) => {
             log::problem(format_args!(
                 "{from}: descriptor {fd} is not a listening TCP socket ({}): ignored",

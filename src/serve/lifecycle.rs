@@ -15,6 +15,7 @@ use crate::log;
 use crate::relay;
 use crate::serve::accept;
 use crate::serve::handover;
+use crate::serve::listen;
 use crate::serve::live::Live;
 use crate::serve::reload;
 use crate::sys::{self, Signal, Signals};
@@ -28,6 +29,9 @@ pub struct Life {
     /// `--grace`.
     pub grace: Duration,
 }
+
+/// How long a stop waits for the accept loops to end before it counts what is in flight.
+const LOOPS_END_WITHIN: Duration = Duration::from_secs(1);
 
 /// After the grace, how long the cut connections have to write their log lines.
 const CUT_LINES_WITHIN: Duration = Duration::from_secs(1);
@@ -64,7 +68,7 @@ pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, mut life: 
     loop {
         match signals.next(None) {
             Some(Signal::Hup) => match &life.config {
-                None => log::info(format_args!("reload: nothing to reload without --config")),
+                None => log::event(format_args!("reload: nothing to reload without --config")),
                 Some(path) => {
                     if let Some(grace) = reload::reload(&live, &life.args, path) {
                         life.grace = grace;
@@ -74,9 +78,11 @@ pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, mut life: 
             Some(Signal::Stop) => return graceful_stop(&live, &mut signals, life.grace),
             Some(Signal::Usr2) => match handover::hand_over(&live, &life.args) {
                 Ok(pid) => {
-                    log::info(format_args!(
+                    log::event(format_args!(
                         "hand-over: process {pid} serves now; this one stops"
                     ));
+                    // The new process serves the Unix sockets now, and removes their files.
+                    listen::keep_socket_files();
                     for entry in live.entries() {
                         entry.listeners.iter().for_each(|l| l.share());
                     }
@@ -96,31 +102,38 @@ pub fn serve_until_stopped(live: Arc<Live>, signals: Option<Signals>, mut life: 
 /// A second SIGTERM or SIGINT cuts at once.
 fn graceful_stop(live: &Live, signals: &mut Signals, grace: Duration) {
     live.stop_all();
-    log::info(format_args!(
+    // Polled: the counts have no waker of their own, and 10 ms is below what a person or a
+    // supervisor notices.
+    let tick = Duration::from_millis(10);
+    // The accept loops end first (at once, or within 100 ms on a socket another process
+    // holds): a client one of them accepted meanwhile is a connection in flight too.
+    let loops_end = Instant::now() + LOOPS_END_WITHIN;
+    let mut at_once = false;
+    while accept::loops_running() > 0 && Instant::now() < loops_end && !at_once {
+        at_once = signals.next(Some(tick)) == Some(Signal::Stop);
+    }
+    log::event(format_args!(
         "stopping: {} connections in flight, waiting up to {}",
         counters::in_flight(),
         ShowDuration(grace)
     ));
     let deadline = Instant::now() + grace;
-    let done = || counters::in_flight() == 0 && accept::loops_running() == 0;
-    while !done() {
+    while counters::in_flight() > 0 && !at_once {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        // Polled: the counts have no waker of their own, and 20 ms is below what a person
-        // or a supervisor notices.
-        if signals.next(Some(left.min(Duration::from_millis(20)))) == Some(Signal::Stop) {
-            log::info(format_args!("stopping now"));
-            break;
-        }
+        at_once = signals.next(Some(left.min(tick))) == Some(Signal::Stop);
     }
-    if done() {
+    if at_once {
+        log::event(format_args!("stopping now"));
+    }
+    if counters::in_flight() == 0 {
         return;
     }
     relay::cut_all();
     let cut = Instant::now();
     while counters::in_flight() > 0 && cut.elapsed() < CUT_LINES_WITHIN {
-        let _ = signals.next(Some(Duration::from_millis(10)));
+        let _ = signals.next(Some(tick));
     }
 }

@@ -18,6 +18,7 @@ use crate::serve::accept::{Acceptor, Listener, LoopGuard};
 use crate::serve::listen::{bind_listen, ListenError};
 use crate::serve::live::{Live, Reloads};
 use crate::serve::state::RuleState;
+use crate::sys::TcpOptions;
 use crate::wire::answer;
 
 /// A request head must be complete this long after the accept.
@@ -30,7 +31,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Opens the metrics listener (a name binds the first address it resolves to).
 pub fn bind_metrics(addr: &HostPort) -> Result<TcpListener, ListenError> {
-    let mut sockets = bind_listen(&ListenAddr::Host(addr.clone()), None, None)?;
+    let mut sockets = bind_listen(
+        &ListenAddr::Host(addr.clone()),
+        &TcpOptions::default(),
+        None,
+    )?;
     sockets.pop().ok_or_else(|| ListenError {
         addr: addr.to_string(),
         reason: "no socket".into(),
@@ -44,8 +49,10 @@ pub fn serve(listener: Arc<Listener>, live: Arc<Live>, running: LoopGuard) {
     let trouble = Burst::default();
     let acceptor = Acceptor::new(listener);
     while !acceptor.is_stopped() {
-        // `None`: stopped, or the accept wait ran out (and the loop looks again).
-        if let Some((stream, _)) = acceptor.next(&trouble, "the metrics listener", || {}) {
+        // `None`: stopped, or the accept wait ran out (and the loop looks again). The
+        // metrics listener is TCP.
+        let accepted = acceptor.next(&trouble, "the metrics listener", || {});
+        if let Some(stream) = accepted.and_then(|(stream, _)| stream.into_tcp()) {
             answer(stream, &live);
         }
     }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::config::Setup;
 use crate::log;
-use crate::sys::reason;
+use crate::sys::{self, reason};
 use accept::Listener;
 use inherit::Inherited;
 use lifecycle::Life;
@@ -44,6 +44,8 @@ pub enum ServeError {
     Listen(ListenError),
     /// The accept thread could not be started.
     Thread(std::io::Error),
+    /// A kernel limit leaves no room for a single connection.
+    Limits(String),
 }
 
 impl fmt::Display for ServeError {
@@ -51,22 +53,46 @@ impl fmt::Display for ServeError {
         match self {
             ServeError::Listen(e) => e.fmt(f),
             ServeError::Thread(e) => write!(f, "cannot start a thread: {}", reason(e)),
+            ServeError::Limits(why) => write!(f, "{why}"),
         }
     }
 }
 
 /// Opens every listener (the rules' and the metrics one), then serves until a graceful stop
-/// ends. `args` are the process's arguments, for a reload or a hand-over.
-pub fn run(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
+/// ends. `args` are the process's arguments, for a reload or a hand-over. Whenever it returns,
+/// the socket files of `unix:PATH` listeners are removed (a hand-over never ends here with
+/// any: a Unix listener is not handed over, so the new process could not open its own).
+pub fn run(setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
+    let result = serve(setup, args);
+    listen::remove_socket_files();
+    result
+}
+
+fn serve(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
+    sys::limit_malloc_arenas();
     let signals = lifecycle::install();
     let mut inherited = Inherited::take();
-    limits::check(&mut setup.rules);
+    let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());
+    limits::check(&mut setup.rules, listeners).map_err(ServeError::Limits)?;
     let mut opened = Vec::new();
     for rule in setup.rules {
+        let leg = rule.options.client_leg();
         let listeners = match inherited.for_rule(&rule) {
-            Some(listeners) => listeners,
-            None => listen::bind_listen(&rule.listen, rule.options.mss, Some(rule.options.backlog))
+            Some(listeners) => {
+                // Handed over or from systemd: their options may be anyone's.
+                let tcp = listeners.iter().filter_map(|l| l.socket().as_tcp());
+                for socket in tcp {
+                    sys::set_listener_options(socket, &leg, false).map_err(|reason| {
+                        ServeError::Listen(ListenError {
+                            addr: rule.listen.to_string(),
+                            reason,
+                        })
+                    })?;
+                }
+                listeners
+            }
+            None => listen::open(&rule.listen, &leg, Some(rule.options.backlog))
                 .map_err(ServeError::Listen)?
                 .into_iter()
                 .map(|s| Listener::new(s, false))
@@ -118,9 +144,7 @@ pub fn run(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     if let Some(stats) = &stats {
         reload::start_metrics(&live, stats).map_err(ServeError::Thread)?;
     }
-    for entry in &entries {
-        entry.start().map_err(ServeError::Thread)?;
-    }
+    live::start_all(&entries).map_err(ServeError::Thread)?;
     inherit::say_ready(ready);
     let life = Life {
         args,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::config::{self, Command};
 use crate::log;
 use crate::serve::accept::{Listener, LoopGuard};
-use crate::serve::listen::bind_listen;
+use crate::serve::listen;
 use crate::serve::live::{Entry, Live, Stats};
 use crate::serve::metrics;
 use crate::serve::state::RuleState;
@@ -44,7 +44,7 @@ pub fn reload(live: &Arc<Live>, args: &[OsString], path: &Path) -> Option<Durati
     match apply(live, args) {
         Ok(s) => {
             live.reloads.ok.add(1);
-            log::info(format_args!(
+            log::event(format_args!(
                 "reloaded {}: {} rules ({} added, {} removed, {} changed)",
                 path.display(),
                 s.rules,
@@ -72,7 +72,8 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
         .config
         .as_ref()
         .map_or_else(String::new, |p| format!("{}: ", p.display()));
-    limits::check(&mut setup.rules);
+    let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());
+    limits::check(&mut setup.rules, listeners).map_err(|e| format!("{shown}{e}"))?;
     let old: HashMap<String, Arc<Entry>> = live
         .entries()
         .into_iter()
@@ -90,7 +91,8 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
         if old.contains_key(&label) {
             continue;
         }
-        let sockets = bind_listen(&rule.listen, rule.options.mss, Some(rule.options.backlog))
+        let leg = rule.options.client_leg();
+        let sockets = listen::open(&rule.listen, &leg, Some(rule.options.backlog))
             .map_err(|e| format!("{shown}{e}"))?;
         let listeners = sockets.into_iter().map(|s| Listener::new(s, false));
         opened.insert(label, listeners.collect());
@@ -178,21 +180,26 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
     Ok(summary)
 }
 
-/// A kept rule's sockets take its new `--mss` and `--backlog`.
+/// A kept rule's sockets take its new client-leg TCP options and `--backlog`.
 fn renew_listeners(entry: &Entry, before: &config::rule::Rule, after: &config::rule::Rule) {
     let (was, now) = (&before.options, &after.options);
+    let (leg_was, leg_now) = (was.client_leg(), now.client_leg());
     for listener in &entry.listeners {
         let socket = listener.socket();
-        let mss = match now.mss {
-            Some(mss) if now.mss != was.mss => sys::set_mss(socket, mss),
-            _ => Ok(()),
-        };
-        let backlog = match now.backlog {
-            backlog if backlog != was.backlog => sys::set_backlog(socket, backlog),
-            _ => Ok(()),
-        };
-        if let Err(e) = mss.and(backlog) {
-            log::problem(format_args!("{}: {}", entry.label, sys::reason(&e)));
+        if leg_now != leg_was {
+            // Every option, the defaults back included: clients accepted from now on
+            // inherit the new ones (connections already open keep theirs).
+            let set = socket
+                .as_tcp()
+                .map(|s| sys::set_listener_options(s, &leg_now, false));
+            if let Some(Err(e)) = set {
+                log::problem(format_args!("{}: {e}", entry.label));
+            }
+        }
+        if now.backlog != was.backlog {
+            if let Err(e) = sys::set_backlog(socket, now.backlog) {
+                log::problem(format_args!("{}: {}", entry.label, sys::reason(&e)));
+            }
         }
     }
 }

@@ -7,9 +7,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use crate::addr::Endpoint;
 use crate::config::rule::{Mode, Rule};
 use crate::counters::RuleCounters;
 use crate::log::{self, Burst, Record};
+use crate::pool::dial::Dialer;
 use crate::pool::Pool;
 use crate::relay::{Armed, Outcome, Settings, Timeouts};
 
@@ -21,6 +23,8 @@ pub struct RuleState {
     pub label: String,
     /// The targets, in forwarding mode.
     pub pool: Option<Arc<Pool>>,
+    /// How sockets to targets (CONNECT destinations) are made.
+    pub dialer: Dialer,
     /// Every address this process listens on (CONNECT refuses to tunnel to them).
     pub own_addrs: Arc<Vec<SocketAddr>>,
     /// Open connections against `--max-conns` (shared with the rule's states before and
@@ -47,13 +51,17 @@ impl RuleState {
     /// The shared state of a rule whose listeners are open.
     pub fn new(rule: Rule, own_addrs: Arc<Vec<SocketAddr>>) -> RuleState {
         let pool = match &rule.mode {
-            Mode::Forward(fw) => Some(Arc::new(Pool::new(fw, rule.options.connect_timeout))),
+            Mode::Forward(fw) => Some(Arc::new(
+                Pool::new(fw, rule.options.connect_timeout).dialing(Dialer::new(&rule.options)),
+            )),
             Mode::Connect(_) => None,
         };
+        let dialer = Dialer::new(&rule.options);
         RuleState {
             label: rule.listen.to_string(),
             rule,
             pool,
+            dialer,
             own_addrs,
             slots: Arc::default(),
             counters: Arc::default(),
@@ -67,17 +75,18 @@ impl RuleState {
     pub fn renewed(rule: Rule, old: &RuleState, own_addrs: Arc<Vec<SocketAddr>>) -> RuleState {
         let pool = match (&rule.mode, &old.pool) {
             (Mode::Forward(_), Some(pool)) if rule == old.rule => Some(Arc::clone(pool)),
-            (Mode::Forward(fw), previous) => Some(Arc::new(Pool::after(
-                fw,
-                rule.options.connect_timeout,
-                previous.as_deref(),
-            ))),
+            (Mode::Forward(fw), previous) => Some(Arc::new(
+                Pool::after(fw, rule.options.connect_timeout, previous.as_deref())
+                    .dialing(Dialer::new(&rule.options)),
+            )),
             (Mode::Connect(_), _) => None,
         };
+        let dialer = Dialer::new(&rule.options);
         RuleState {
             label: rule.listen.to_string(),
             rule,
             pool,
+            dialer,
             own_addrs,
             slots: Arc::clone(&old.slots),
             counters: Arc::clone(&old.counters),
@@ -103,8 +112,8 @@ impl RuleState {
     /// Logs and counts a finished connection: its one log line.
     pub fn log_connection(
         &self,
-        client: SocketAddr,
-        target: Option<SocketAddr>,
+        client: &Endpoint,
+        target: Option<&Endpoint>,
         outcome: Outcome,
         accepted: Instant,
         user: Option<&str>,
@@ -200,6 +209,43 @@ impl Slot {
             state: Arc::clone(state),
             counted: false,
         }
+    }
+
+    /// Takes a free place without waiting; `None` while the rule is full (counted as a pause
+    /// and logged as [`Slot::acquire`] does). For a listener polled with others, whose thread
+    /// must not wait for one rule; it leaves the listener out of its poll until
+    /// [`Slot::available`].
+    #[cfg(unix)]
+    pub fn try_acquire(state: &Arc<RuleState>) -> Option<Slot> {
+        let slots = &state.slots;
+        let max = state.rule.options.max_conns;
+        let mut count = slots.count.lock().unwrap_or_else(|e| e.into_inner());
+        if count.used >= max {
+            state.counters.accept_paused.add(1);
+            state.troubles.full.problem(format_args!(
+                "{} has {max} connections (--max-conns): not accepting until one ends",
+                state.label
+            ));
+            return None;
+        }
+        if let Some(ended) = state.troubles.full.clear() {
+            log::problem(format_args!(
+                "{} accepting again after {ended} ({} clients waited)",
+                state.label, ended.count
+            ));
+        }
+        count.used += 1;
+        Some(Slot {
+            state: Arc::clone(state),
+            counted: false,
+        })
+    }
+
+    /// Whether the rule has a free place now.
+    #[cfg(unix)]
+    pub fn available(state: &RuleState) -> bool {
+        let count = state.slots.count.lock().unwrap_or_else(|e| e.into_inner());
+        count.used < state.rule.options.max_conns
     }
 
     /// A client was accepted into this place: it counts as an open connection.

@@ -21,15 +21,16 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::addr::{self, HostPort};
+use crate::addr::{self, Endpoint, HostPort};
 use crate::config::rule::{ConnectPolicy, Mode, Rule};
 use crate::deadline::Deadline;
 use crate::end::End;
 use crate::log;
 use crate::pool::dial::{self, DialError};
-use crate::relay::{self, Done, Outcome};
-use crate::serve::client::{configure, send_proxy_header, Origin};
+use crate::relay::{self, Armed, Done, Outcome, Settings};
+use crate::serve::client::{send_proxy_header, Origin};
 use crate::serve::state::{RuleState, Slot};
+use crate::stream::Stream;
 use crate::wire::connect_head::{self, Request, Status, ESTABLISHED, HEAD_DEADLINE};
 
 /// How long writing the `200` to the client, or the early bytes to the target, may take.
@@ -73,7 +74,7 @@ impl Refusal {
             DialError::TimedOut => Status::GatewayTimeout,
             DialError::Unresolved(_) | DialError::Refused(_) => Status::BadGateway,
             // tcpfwd itself ran short (no file descriptor or memory).
-            DialError::Local(_) => Status::ServiceUnavailable,
+            DialError::Local(_) | DialError::Socket { .. } => Status::ServiceUnavailable,
         };
         Refusal {
             status,
@@ -94,17 +95,17 @@ pub fn serve(
     slot: Slot,
     accepted: Instant,
 ) {
-    let peer = origin.source;
+    let peer = &origin.source;
     let mut user = None;
     let tunnel = open_tunnel(&client, state, policy, accepted, &mut user);
     // The user name is logged only where it means something: when credentials are required.
     let user = user.filter(|_| !policy.users.is_empty());
     match tunnel {
         Ok(tunnel) => {
-            let addr = tunnel.addr;
+            let (peer, addr) = (peer.clone(), Endpoint::Ip(tunnel.addr));
             let done = move |outcome| {
                 let state = slot.state();
-                state.log_connection(peer, Some(addr), outcome, accepted, user.as_deref());
+                state.log_connection(&peer, Some(&addr), outcome, accepted, user.as_deref());
             };
             hand_over(client, tunnel, state, origin, Box::new(done));
         }
@@ -166,8 +167,8 @@ fn open_tunnel(
         let why = format!("{destination}: destination refused (--connect-deny/-allow or loop)");
         return Err(Refusal::new(Status::Forbidden, why));
     }
-    let (target, addr) =
-        dial::dial_addrs(&permitted, deadline).map_err(|e| Refusal::dial(&e, &destination))?;
+    let (target, addr) = dial::dial_addrs(&permitted, deadline, &state.dialer)
+        .map_err(|e| Refusal::dial(&e, &destination))?;
     Ok(Tunnel {
         target,
         addr,
@@ -198,24 +199,34 @@ fn hand_over(client: TcpStream, tunnel: Tunnel, state: &RuleState, origin: &Orig
         addr: _,
         early,
     } = tunnel;
-    configure(&target, state);
+    let (client, target) = (Stream::Tcp(client), Stream::Tcp(target));
     let ready = send_proxy_header(&target, origin, state)
         .and_then(|()| write_within(&client, ESTABLISHED).map_err(|_| End::ClientReset))
         .and_then(|()| write_within(&target, &early).map_err(|_| End::TargetReset));
     if let Err(end) = ready {
         return done(Outcome::nothing_relayed(end));
     }
+    // Writing the early bytes left the target without a send timeout; else it has its
+    // connect's.
+    let settings = Settings {
+        target: if early.is_empty() {
+            state.dialer.armed(state.rule.options.connect_timeout)
+        } else {
+            Armed::NONE
+        },
+        ..state.relay_settings()
+    };
     let early = early.len() as u64;
     let counted = move |mut outcome: Outcome| {
         outcome.up += early;
         done(outcome)
     };
-    relay::relay(client, target, state.relay_settings(), Box::new(counted));
+    relay::relay(client, target, settings, Box::new(counted));
 }
 
 /// Writes all of `data`, giving up after [`HANDOVER_TIME`]; then the stream blocks without
 /// a timeout again, as the relay expects.
-fn write_within(mut stream: &TcpStream, data: &[u8]) -> io::Result<()> {
+fn write_within(mut stream: &Stream, data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }

@@ -1,9 +1,11 @@
 //! Linux socket and resource calls that std lacks, declared by hand (no libc crate).
 #![allow(unsafe_code)]
 
-use std::ffi::{c_int, c_void};
+pub use std::ffi::c_int;
+use std::ffi::c_void;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
 
 // Linux socket constants. MIPS numbers SOL_SOCKET and its options differently.
 #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
@@ -43,11 +45,32 @@ pub const SO_SNDTIMEO: c_int = 21;
 pub const SO_ACCEPTCONN: c_int = 0x1009;
 #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
 pub const SO_ACCEPTCONN: c_int = 30;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+const SOCK_STREAM: c_int = 2;
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+const SOCK_STREAM: c_int = 1;
+const SOCK_CLOEXEC: c_int = 0o2_000_000;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+pub const IPPROTO_IP: c_int = 0;
+pub const IP_BIND_ADDRESS_NO_PORT: c_int = 24;
 pub const IPPROTO_TCP: c_int = 6;
+pub const TCP_NODELAY: c_int = 1;
 pub const TCP_MAXSEG: c_int = 2;
 pub const TCP_KEEPIDLE: c_int = 4;
 pub const TCP_KEEPINTVL: c_int = 5;
 pub const TCP_KEEPCNT: c_int = 6;
+pub const TCP_CONGESTION: c_int = 13;
+pub const TCP_USER_TIMEOUT: c_int = 18;
+// errno numbers std has no stable kind for (Rust 1.78); MIPS numbers them differently.
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+pub const EALREADY: i32 = 149;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+pub const EINPROGRESS: i32 = 150;
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+pub const EALREADY: i32 = 114;
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+pub const EINPROGRESS: i32 = 115;
 pub const IPPROTO_IPV6: c_int = 41;
 pub const IPV6_V6ONLY: c_int = 26;
 #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
@@ -82,13 +105,83 @@ struct SockAddrUnspec {
 extern "C" {
     fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
     fn shutdown(fd: c_int, how: c_int) -> c_int;
-    fn connect(fd: c_int, addr: *const SockAddrUnspec, len: u32) -> c_int;
     fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
     fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut u32)
         -> c_int;
+    fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    fn bind(fd: c_int, addr: *const c_void, len: u32) -> c_int;
+    fn connect(fd: c_int, addr: *const c_void, len: u32) -> c_int;
     fn getrlimit(resource: c_int, limit: *mut Rlimit) -> c_int;
     fn listen(fd: c_int, backlog: c_int) -> c_int;
+    #[cfg(target_env = "gnu")]
+    fn malloc_trim(pad: usize) -> c_int;
+    #[cfg(target_env = "gnu")]
+    fn mallopt(param: c_int, value: c_int) -> c_int;
     fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
+}
+
+/// A C call's `0` as `Ok`, anything else as the OS error it left in errno.
+fn check(rc: c_int) -> io::Result<()> {
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// A new TCP socket of `addr`'s family, not yet bound or connected, close-on-exec. std's
+/// `TcpStream` owns it from the start (it closes it on every path), so that std's own calls
+/// (timeouts, NODELAY) work on it before it connects.
+pub fn tcp_socket(addr: &SocketAddr) -> io::Result<TcpStream> {
+    let family = if addr.is_ipv4() { AF_INET } else { AF_INET6 };
+    // SAFETY: a plain system call; the result is checked.
+    let fd = unsafe { socket(c_int::from(family), SOCK_STREAM | SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nothing else owns; the stream takes it and closes it.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// bind(2) to `addr` (port 0: the kernel's choice).
+pub fn bind_to(sock: &TcpStream, addr: &SocketAddr) -> io::Result<()> {
+    let raw = sockaddr(addr);
+    // SAFETY: `raw` is a live sockaddr of the length given; the fd is open (borrowed).
+    check(unsafe { bind(sock.as_raw_fd(), raw.as_ptr().cast(), raw.len() as u32) })
+}
+
+/// connect(2) to `addr`, blocking as the socket's SO_SNDTIMEO says.
+pub fn connect_to(sock: &TcpStream, addr: &SocketAddr) -> io::Result<()> {
+    let raw = sockaddr(addr);
+    // SAFETY: `raw` is a live sockaddr of the length given; the fd is open (borrowed).
+    check(unsafe { connect(sock.as_raw_fd(), raw.as_ptr().cast(), raw.len() as u32) })
+}
+
+/// A `struct sockaddr_in` or `sockaddr_in6` (Linux layout) as bytes.
+fn sockaddr(addr: &SocketAddr) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(28);
+    match addr {
+        SocketAddr::V4(a) => {
+            bytes.extend(AF_INET.to_ne_bytes());
+            bytes.extend(a.port().to_be_bytes());
+            bytes.extend(a.ip().octets());
+            bytes.extend([0; 8]);
+        }
+        SocketAddr::V6(a) => {
+            bytes.extend(AF_INET6.to_ne_bytes());
+            bytes.extend(a.port().to_be_bytes());
+            bytes.extend(a.flowinfo().to_be_bytes());
+            bytes.extend(a.ip().octets());
+            bytes.extend(a.scope_id().to_ne_bytes());
+        }
+    }
+    bytes
+}
+
+/// setsockopt(2) with a byte string (TCP_CONGESTION takes a name).
+pub fn set_bytes(sock: &impl AsRawFd, level: c_int, name: c_int, value: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(value.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: the fd is open (borrowed), the pointer and length describe a live slice.
+    check(unsafe { setsockopt(sock.as_raw_fd(), level, name, value.as_ptr().cast(), len) })
 }
 
 pub fn set_int(sock: &impl AsRawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
@@ -175,6 +268,50 @@ pub fn listen_again(sock: &impl AsRawFd, backlog: c_int) -> io::Result<()> {
     }
 }
 
+pub const TCP_INFO: c_int = 11;
+/// `tcpi_state` of a socket that is closed: reset, timed out, or done with both FINs.
+pub const TCP_CLOSE: u8 = 7;
+
+/// The TCP state of a socket (the first byte of `struct tcp_info`).
+pub fn tcp_state(sock: &impl AsRawFd) -> io::Result<u8> {
+    let mut info = [0u8; 8];
+    let mut len = info.len() as u32;
+    // SAFETY: the fd is open (borrowed); the pointers describe a live buffer and its length,
+    // and the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        getsockopt(
+            sock.as_raw_fd(),
+            IPPROTO_TCP,
+            TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 && len >= 1 {
+        Ok(info[0])
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// glibc's M_ARENA_MAX.
+#[cfg(target_env = "gnu")]
+const M_ARENA_MAX: c_int = -8;
+
+/// glibc: at most `arenas` malloc arenas, however many threads allocate.
+#[cfg(target_env = "gnu")]
+pub fn limit_arenas(arenas: c_int) {
+    // SAFETY: mallopt takes two integers and changes only malloc's own settings.
+    unsafe { mallopt(M_ARENA_MAX, arenas) };
+}
+
+/// glibc: gives the free memory of every malloc arena back to the system.
+#[cfg(target_env = "gnu")]
+pub fn trim_heap() {
+    // SAFETY: malloc_trim takes a size and touches only malloc's own state, under its locks.
+    unsafe { malloc_trim(0) };
+}
+
 pub fn nofile_limit() -> io::Result<Rlimit> {
     let mut limit = Rlimit { cur: 0, max: 0 };
     // SAFETY: `limit` is a live, correctly laid out struct rlimit.
@@ -234,7 +371,14 @@ pub fn disconnect(sock: &impl AsRawFd) -> io::Result<()> {
     };
     let len = std::mem::size_of::<SockAddrUnspec>() as u32;
     // SAFETY: the fd is open (borrowed); the pointer and length describe a live sockaddr.
-    if unsafe { connect(sock.as_raw_fd(), &addr, len) } == 0 {
+    if unsafe {
+        connect(
+            sock.as_raw_fd(),
+            (&addr as *const SockAddrUnspec).cast(),
+            len,
+        )
+    } == 0
+    {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -258,6 +402,28 @@ pub fn adopt_listener(fd: c_int) -> io::Result<std::net::TcpListener> {
         Ok(_) => Ok(listener),
         Err(e) => {
             // Not a TCP socket: give the fd back untouched rather than close it.
+            let _ = listener.into_raw_fd();
+            Err(e)
+        }
+    }
+}
+
+/// See `sys::adopt_unix_listener`.
+pub fn adopt_unix_listener(fd: c_int) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    set_cloexec(fd, true)?;
+    if get_int(&fd, SOL_SOCKET, SO_ACCEPTCONN)? != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening socket",
+        ));
+    }
+    // SAFETY: as in `adopt_listener`: open, and owned by nothing else in this process.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    match listener.local_addr() {
+        Ok(_) => Ok(listener),
+        Err(e) => {
+            // Not a Unix-domain socket: give the fd back untouched rather than close it.
             let _ = listener.into_raw_fd();
             Err(e)
         }

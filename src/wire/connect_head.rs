@@ -140,7 +140,11 @@ pub fn read_request(
     stream: &TcpStream,
     deadline: Deadline,
 ) -> Result<(Request, Vec<u8>), Rejection> {
-    let mut buf = Vec::with_capacity(MAX_HEAD);
+    // The one allocation of a CONNECT connection that is not a few bytes: when memory is
+    // short, this client gets a 503 and the process goes on.
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(MAX_HEAD)
+        .map_err(|_| Rejection::new(Status::ServiceUnavailable, "out of memory here"))?;
     let mut parser = HeadParser::default();
     loop {
         if let Some(end) = parser.feed(&buf).map_err(|_| MALFORMED)? {

@@ -4,10 +4,11 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::addr::normalize;
 use crate::deadline::Deadline;
+use crate::stream::Stream;
 use crate::sys;
 
 /// The 12 bytes that start every v2 header (§2.2): 0D 0A 0D 0A 00 0D 0A 51 55 49 54 0A.
@@ -90,7 +91,8 @@ enum Ips {
 ///
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as IPv4. A header carries one family,
 /// so when one address is IPv4 and the other IPv6, the IPv4 one is sent as IPv4-mapped IPv6
-/// and the header says TCP6. `UNKNOWN`/LOCAL is never sent: §2.1 advises against it.
+/// and the header says TCP6. For a connection without IP addresses (a Unix-domain client)
+/// see [`encode_local`].
 pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     let ips = match (normalize(source.ip()), normalize(destination.ip())) {
         (IpAddr::V4(s), IpAddr::V4(d)) => Ips::V4(s, d),
@@ -100,6 +102,21 @@ pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> 
     match version {
         Version::V1 => encode_v1(ips, ports),
         Version::V2 => encode_v2(ips, ports),
+    }
+}
+
+/// Bytes of the header for a connection that has no IP addresses to carry (a Unix-domain
+/// client): v1 `PROXY UNKNOWN`, v2 `LOCAL` with no address block. The receiver then uses the
+/// connection's own endpoints (§2.1, §2.2).
+pub fn encode_local(version: Version) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            // Version 2, command LOCAL; family UNSPEC; no address block.
+            out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+            out
+        }
     }
 }
 
@@ -147,7 +164,7 @@ fn encode_v2(ips: Ips, (sport, dport): (u16, u16)) -> Vec<u8> {
 /// not one per read), and leaves the stream's read timeout at `None`.
 ///
 /// Not a byte after the header is consumed: it belongs to the relayed stream.
-pub fn read(stream: &TcpStream, deadline: Deadline) -> Result<Received, HeaderError> {
+pub fn read(stream: &Stream, deadline: Deadline) -> Result<Received, HeaderError> {
     let header = read_header(stream, deadline);
     let reset = stream.set_read_timeout(None);
     let header = header?;
@@ -164,12 +181,13 @@ pub fn read(stream: &TcpStream, deadline: Deadline) -> Result<Received, HeaderEr
 // header is partial, else up to its end), and peek again. After a partial header the bytes
 // peeked have been read, so the next peek blocks until new bytes arrive: no spinning, and
 // each round takes at least one byte, so a header needs at most V2_FIXED + V2_MAX_BODY rounds.
-fn read_header(stream: &TcpStream, deadline: Deadline) -> Result<Vec<u8>, HeaderError> {
+fn read_header(stream: &Stream, deadline: Deadline) -> Result<Vec<u8>, HeaderError> {
     let mut header = Vec::new();
     let mut window = [0u8; 512];
     let mut reader = stream;
     loop {
-        deadline.limit_read(stream).map_err(io_error)?;
+        let left = deadline.left().ok_or(HeaderError::Timeout)?;
+        stream.set_read_timeout(Some(left)).map_err(io_error)?;
         let seen = match stream.peek(&mut window) {
             Ok(0) => return Err(HeaderError::Closed),
             Ok(n) => n,
@@ -380,7 +398,7 @@ fn skip_tlvs(mut rest: &[u8]) -> Result<(), HeaderError> {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::net::{Shutdown, TcpListener};
+    use std::net::{Shutdown, TcpListener, TcpStream};
     use std::thread;
     use std::time::{Duration, Instant};
 
@@ -560,10 +578,10 @@ mod tests {
         assert_eq!(parse_v2(&v2(0x21, 0x11, &body)).unwrap(), proxied(S4, D4));
     }
 
-    fn pair() -> (TcpStream, TcpStream) {
+    fn pair() -> (TcpStream, Stream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (client, listener.accept().unwrap().0)
+        (client, Stream::Tcp(listener.accept().unwrap().0))
     }
 
     fn soon() -> Deadline {
@@ -571,12 +589,22 @@ mod tests {
     }
 
     /// Everything the client sends after the header, up to its EOF.
-    fn rest(mut server: &TcpStream) -> Vec<u8> {
+    fn rest(mut server: &Stream) -> Vec<u8> {
         let limit = Some(Duration::from_secs(5));
         server.set_read_timeout(limit).unwrap();
         let mut out = Vec::new();
         server.read_to_end(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn local_headers_parse_as_local() {
+        for version in [Version::V1, Version::V2] {
+            let header = encode_local(version);
+            assert_eq!(parse(&header).unwrap(), Received::Local, "{header:?}");
+        }
+        assert_eq!(encode_local(Version::V1), b"PROXY UNKNOWN\r\n");
+        assert_eq!(encode_local(Version::V2).len(), 16);
     }
 
     #[test]
@@ -594,7 +622,7 @@ mod tests {
             client.write_all(&[&header[..], PAYLOAD].concat()).unwrap();
             client.shutdown(Shutdown::Write).unwrap();
             assert_eq!(read(&server, soon()).unwrap(), proxied(S4, D4));
-            assert_eq!(server.read_timeout().unwrap(), None);
+            assert_eq!(server.as_tcp().unwrap().read_timeout().unwrap(), None);
             assert_eq!(rest(&server), PAYLOAD);
         }
     }
@@ -635,7 +663,7 @@ mod tests {
         let (mut client, server) = pair();
         client.write_all(PAYLOAD).unwrap();
         assert_invalid(read(&server, soon()), PAYLOAD);
-        assert_eq!(server.read_timeout().unwrap(), None);
+        assert_eq!(server.as_tcp().unwrap().read_timeout().unwrap(), None);
         let (mut client, server) = pair();
         client.write_all(b"PROXY TCP4 1.2").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
@@ -651,7 +679,7 @@ mod tests {
         let took = start.elapsed();
         let (low, high) = (Duration::from_millis(290), Duration::from_secs(3));
         assert!(took >= low && took < high, "{took:?}");
-        assert_eq!(server.read_timeout().unwrap(), None);
+        assert_eq!(server.as_tcp().unwrap().read_timeout().unwrap(), None);
         // A byte every 100 ms: a per-read timeout of 300 ms would never fire.
         let (client, server) = pair();
         let writer = dribble(client, b"PROXY TCP4 ".to_vec(), 100);

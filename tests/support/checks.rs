@@ -3,23 +3,53 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+#[cfg(unix)]
+use std::os::unix::net::UnixStream;
 
 use super::backend::Backend;
-use super::net::{connect, pattern, read_all};
+use super::net::{connect, pattern};
 use super::process::Tcpfwd;
 use super::wait::spawn;
+
+/// A connected socket the checks drive from two threads at once: TCP or Unix-domain.
+pub trait Duplex: Read + Write + Send + Sized + 'static {
+    /// A second handle on the same socket.
+    fn twin(&self) -> Self;
+    /// Shuts down the write half.
+    fn end_output(&self);
+}
+
+impl Duplex for TcpStream {
+    fn twin(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+    fn end_output(&self) {
+        self.shutdown(Shutdown::Write).unwrap();
+    }
+}
+
+#[cfg(unix)]
+impl Duplex for UnixStream {
+    fn twin(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+    fn end_output(&self) {
+        self.shutdown(Shutdown::Write).unwrap();
+    }
+}
 
 /// Sends `data` through an echo path while reading the echo at the same time (a forwarder
 /// that copies one direction after the other would deadlock once the socket buffers fill),
 /// then shuts down the write half; asserts the echo is byte-exact.
-pub fn echo_both_ways_at_once(client: &mut TcpStream, data: &[u8]) {
-    let mut writer = client.try_clone().unwrap();
+pub fn echo_both_ways_at_once<S: Duplex>(client: &mut S, data: &[u8]) {
+    let mut writer = client.twin();
     let sent = data.to_vec();
     let write = spawn(move || {
         writer.write_all(&sent).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
+        writer.end_output();
     });
-    let echoed = read_all(client);
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).expect("read to EOF");
     write.join().unwrap();
     assert!(
         echoed == data,

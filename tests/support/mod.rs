@@ -2,7 +2,8 @@
 //!
 //! One file per job, each using only those listed above it:
 //!
-//! - `sys`: the tests' own FFI (Linux): connect from a chosen address, MSS, open-file limit.
+//! - `sys`: the tests' own FFI (Linux): connect from a chosen address, TCP options read back
+//!   (also on tcpfwd's own sockets), open-file limit.
 //! - `wait`: how long a test may wait ([`PATIENCE`]), polling, the tests' own threads.
 //! - `emulation`: running under qemu-user, and skipping what it cannot emulate.
 //! - `net`: plain TCP from the test's side, and addresses free, closed or never answering.
@@ -29,7 +30,9 @@ mod wait;
 #[allow(unused_imports)]
 pub use backend::{hold, served_by, served_from, Backend};
 #[allow(unused_imports)]
-pub use checks::{assert_closed_without_data, assert_denied, echo_both_ways_at_once, echo_through};
+pub use checks::{
+    assert_closed_without_data, assert_denied, echo_both_ways_at_once, echo_through, Duplex,
+};
 #[allow(unused_imports)]
 pub use emulation::{
     runner, skip_if_socket_errors_untranslated, skip_under_emulation, under_emulation,
@@ -38,7 +41,8 @@ pub use emulation::{
 pub use http::{http, http_get, metric, Response};
 #[allow(unused_imports)]
 pub use net::{
-    closed_port, connect, connect_from, free_port, full_backlog, ipv6_loopback, pattern, read_all,
+    closed_port, connect, connect_from, free_port, free_port_block, free_port_block_on,
+    free_ports_on, full_backlog, ipv6_loopback, pattern, read_all,
 };
 #[allow(unused_imports)]
 pub use process::{run, signal, tcpfwd_command, temp_file, Tcpfwd};
@@ -48,6 +52,6 @@ pub use procfs::{
     resident_of, threads_of, GuestMemory,
 };
 #[allow(unused_imports)]
-pub use sys::{mss, place_fd, raise_fd_limit};
+pub use sys::{mss, place_fd, raise_fd_limit, set_user_timeout_in, socket_of, tcp_info, TcpInfo};
 #[allow(unused_imports)]
 pub use wait::{spawn, wait_until, PATIENCE};

@@ -51,6 +51,46 @@ pub fn free_port() -> u16 {
     socket.local_addr().unwrap().port()
 }
 
+/// The first of `count` consecutive ports that 127.0.0.1 could bind a moment ago (see
+/// [`free_port_block_on`]).
+pub fn free_port_block(count: u16) -> u16 {
+    free_port_block_on("127.0.0.1", count)
+}
+
+/// Ports below the ephemeral range (32768 and up on Linux) that tests pick on purpose, so that
+/// no test's port-0 bind or outgoing connection takes one meanwhile.
+const LOW_PORTS: std::ops::Range<u32> = 10_000..32_000;
+
+/// The first of `count` consecutive ports that `host` could bind a moment ago, in
+/// [`LOW_PORTS`]. Each call of a process starts further on.
+pub fn free_port_block_on(host: &str, count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, span) = (LOW_PORTS.start, LOW_PORTS.len() as u32 - u32::from(count));
+    let start = std::process::id() * 7919 + NEXT.fetch_add(4099, Ordering::SeqCst);
+    let mut base = low + start % span;
+    for _ in 0..200 {
+        let busy = (0..count).find(|k| TcpListener::bind((host, base as u16 + k)).is_err());
+        match busy {
+            None => return base as u16,
+            // Start again after the busy port.
+            Some(k) => base = low + (base - low + u32::from(k) + 1) % span,
+        }
+    }
+    panic!("no {count} free consecutive ports on {host} in {LOW_PORTS:?}");
+}
+
+/// `count` ports in [`LOW_PORTS`] outside `besides` that `host` could bind a moment ago.
+pub fn free_ports_on(host: &str, count: usize, besides: std::ops::Range<u16>) -> Vec<u16> {
+    let free: Vec<u16> = LOW_PORTS
+        .filter_map(|p| u16::try_from(p).ok())
+        .filter(|p| !besides.contains(p) && TcpListener::bind((host, *p)).is_ok())
+        .take(count)
+        .collect();
+    assert_eq!(free.len(), count, "not {count} free ports on {host}");
+    free
+}
+
 /// A loopback address nothing listens on (bound, then closed): connects to it are refused.
 pub fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
