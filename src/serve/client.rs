@@ -33,6 +33,9 @@ pub const PROXY_HEADER_DEADLINE: Duration = Duration::from_secs(5);
 /// accept, then its source goes through the client filter (a Unix client that sends `LOCAL`
 /// stays `unix`, which no filter applies to). The error is the address to log and the
 /// `end=`: `bad-request` for a missing, invalid or late header, `denied` for the filter.
+// Not inlined: reading a PROXY header takes a buffer on the stack, which would otherwise stay
+// in the frame below the relay for the whole connection (a page more per connection).
+#[inline(never)]
 pub fn client_address(
     client: &Stream,
     peer: Endpoint,
