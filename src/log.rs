@@ -127,9 +127,13 @@ pub fn event(args: fmt::Arguments) {
 }
 
 fn line(args: fmt::Arguments) {
-    // One write per line under the lock, so lines from many threads never interleave.
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{args}");
+    // The whole line in one write(2): stderr is unbuffered, and `writeln!` would write each
+    // formatted piece on its own. The lock keeps this process's threads apart; one write
+    // keeps apart two processes sharing the stream too (during a hand-over both log, and
+    // a pipe write of up to 4 KiB is atomic).
+    let mut text = args.to_string();
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// While a trouble lasts, it is logged again at most this often.
