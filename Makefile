@@ -6,7 +6,8 @@ DESTDIR ?=
 # Cross builds (Debian 12 with the shared tools; a rustup machine: see README "On routers").
 SHARED  ?= ../shared
 TARGET  ?= armv7-unknown-linux-gnueabihf
-CROSS_TARGETS    ?= armv7-unknown-linux-gnueabihf mipsel-unknown-linux-gnu
+CROSS_TARGETS    ?= armv7-unknown-linux-gnueabihf mipsel-unknown-linux-gnu \
+	armv7-unknown-linux-musleabihf mipsel-unknown-linux-musl
 PORTABLE_TARGETS ?= x86_64-pc-windows-msvc x86_64-apple-darwin
 STD_SOURCE = /usr/lib/rustlib/src/rust/library/Cargo.lock
 
