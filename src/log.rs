@@ -133,13 +133,13 @@ pub fn event(args: fmt::Arguments) {
 /// of at most PIPE_BUF bytes (4 KiB on Linux) to a pipe is atomic (POSIX), the terminal
 /// driver takes each write whole, and a file gets each write whole at its own offset (with
 /// O_APPEND, or one shared open file, Linux serialises the offset). Lines are short (values
-/// in them are shortened and escaped). std's lock around the write is held for that one call
-/// only, and costs no system call when no other thread logs at that instant.
+/// in them are shortened and escaped), and during a hand-over two processes share stderr.
+/// std's lock around the write is held for that one call only, and costs no system call when
+/// no other thread logs at that instant.
 fn line(args: fmt::Arguments) {
-    use std::fmt::Write as _;
-    let mut text = String::with_capacity(256);
-    let _ = writeln!(text, "{args}");
-    let _ = std::io::stderr().write_all(text.as_bytes());
+    let mut text = args.to_string();
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// While a trouble lasts, it is logged again at most this often.

@@ -13,6 +13,8 @@ mod reason;
 #[cfg(target_os = "linux")]
 pub mod signals;
 #[cfg(target_os = "linux")]
+mod signo;
+#[cfg(target_os = "linux")]
 mod sigstack;
 #[cfg(unix)]
 mod unix;

@@ -17,33 +17,9 @@ use std::time::Duration;
 
 use super::Signal;
 
-const SIGHUP: c_int = 1;
-const SIGINT: c_int = 2;
-const SIGTERM: c_int = 15;
-// SIGUSR2 is 12 on most Linux architectures, 17 on MIPS, 31 on SPARC.
-#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
-const SIGUSR2: c_int = 17;
-#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
-const SIGUSR2: c_int = 31;
-#[cfg(not(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-)))]
-const SIGUSR2: c_int = 12;
+use super::signo::{SIGHUP, SIGINT, SIGTERM, SIGUSR2, SIG_UNBLOCK};
 
 const SA_RESTART: c_int = 0x1000_0000;
-const SIG_UNBLOCK: c_int = if cfg!(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-)) {
-    2
-} else {
-    1
-};
 
 /// The C library's `sigset_t`: 1,024 bits in glibc and musl (the kernel reads the first 64).
 #[repr(C)]

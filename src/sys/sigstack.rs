@@ -11,22 +11,8 @@
 
 use std::ffi::c_int;
 
-// Signal numbers: SIGSEGV is 11 everywhere; SIGBUS is 10 on MIPS and SPARC, 7 elsewhere.
-const SIGSEGV: c_int = 11;
-#[cfg(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-))]
-const SIGBUS: c_int = 10;
-#[cfg(not(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-)))]
-const SIGBUS: c_int = 7;
+use super::signo::{SIGBUS, SIGSEGV};
+
 const SIG_DFL: usize = 0;
 const SIG_IGN: usize = 1;
 
