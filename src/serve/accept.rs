@@ -183,7 +183,7 @@ fn accept_and_serve(listening: &Arc<Listening>, running: LoopGuard) {
                 state.counters.accept_errors.add(1)
             });
         let Some((client, peer)) = accepted else {
-            // Stopped, or nobody came for ACCEPT_WAIT.
+            // Stopped, nobody came for ACCEPT_WAIT, or descriptors ran short.
             drop(slot);
             if listener.is_stopped() || listening.leave_if_extra() {
                 threads::retire();
@@ -284,9 +284,10 @@ impl Acceptor {
         self.listener.is_stopped()
     }
 
-    /// The next client; `None` once the listener is stopped, or when its accept timeout ran
-    /// out first. A failed `accept()` is counted (`failed`), logged once per burst in
-    /// `trouble` naming `label`, and retried after a growing pause.
+    /// The next client; `None` once the listener is stopped, when its accept timeout ran out
+    /// first, or after a pause for a shortage of descriptors or memory. A failed `accept()` is
+    /// counted (`failed`), logged once per burst in `trouble` naming `label`, and retried after
+    /// a growing pause.
     pub fn next(
         &self,
         trouble: &Burst,
@@ -319,6 +320,11 @@ impl Acceptor {
                         reason(&e)
                     ));
                     self.backoff.wait();
+                    // Out of descriptors: an extra acceptor leaves (each waiting one holds a
+                    // descriptor that a connect to a target needs more).
+                    if sys::is_local_shortage(&e) {
+                        return None;
+                    }
                 }
             }
         }
