@@ -314,6 +314,11 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn congestion_per_leg_reads_back() {
+        if std::env::var_os("TCPFWD_UNDER_QEMU").is_some() {
+            // qemu-user hands setsockopt(TCP_CONGESTION) 4 bytes of the name (it reads every
+            // TCP option as an int): "cubic" reaches the kernel as "cubi".
+            return;
+        }
         for (written, client, target, shown) in [
             ("reno", Some("reno"), Some("reno"), " --congestion reno"),
             (

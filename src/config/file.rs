@@ -173,6 +173,11 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_line_sets_the_congestion_of_the_legs_it_names_only() {
+        if std::env::var_os("TCPFWD_UNDER_QEMU").is_some() {
+            // qemu-user hands setsockopt(TCP_CONGESTION) 4 bytes of the name (it reads every
+            // TCP option as an int): "cubic" reaches the kernel as "cubi".
+            return;
+        }
         let defaults = parse_line(vec!["--congestion".into(), "reno".into()])
             .unwrap()
             .rule;
