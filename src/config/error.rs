@@ -33,9 +33,9 @@ impl fmt::Display for Error {
                 path,
                 line,
                 message,
-            } => write!(f, "{}:{line}: {}", Tidy(path), Tidy(message)),
+            } => write!(f, "{}:{line}: {}", Escaped(path), Tidy(message)),
             Error::File { path, reason } => {
-                write!(f, "cannot read config file {}: {reason}", Tidy(path))
+                write!(f, "cannot read config file {}: {reason}", Escaped(path))
             }
         }
     }
@@ -68,13 +68,28 @@ impl fmt::Display for Tidy<'_> {
                 continue;
             }
             shown += 1;
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
+            put(f, c)?;
         }
         Ok(())
+    }
+}
+
+/// The config file's path, shown whole (the operator wrote it, and the message must name
+/// it), with control characters escaped.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.chars().try_for_each(|c| put(f, c))
+    }
+}
+
+/// One character as it may reach a terminal: a control character escaped.
+fn put(f: &mut fmt::Formatter, c: char) -> fmt::Result {
+    if c.is_control() {
+        write!(f, "{}", c.escape_default())
+    } else {
+        write!(f, "{c}")
     }
 }
 
@@ -89,6 +104,13 @@ mod tests {
         assert_eq!(shown, format!("'{}... is not a duration", "x".repeat(59)));
         let controls = Error::Usage("'a\u{1b}[2Jb\r' is bad".into()).to_string();
         assert_eq!(controls, "'a\\u{1b}[2Jb\\r' is bad");
+        let path = format!("/{}/t.conf", "long".repeat(40));
+        let line = Error::Line {
+            path: path.clone(),
+            line: 3,
+            message: "unknown option --foo".into(),
+        };
+        assert_eq!(line.to_string(), format!("{path}:3: unknown option --foo"));
         let words = Error::Usage("ab ".repeat(1000)).to_string();
         assert!(words.len() <= MAX_MESSAGE + 3, "{}", words.len());
     }

@@ -258,8 +258,9 @@ fn parse_count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Resu
 pub(crate) const MAX_CONNS: usize = 1_000_000;
 
 fn parse_max_conns(text: &str) -> Result<usize, String> {
-    match parse_count(text)? {
-        n if n <= MAX_CONNS => Ok(n),
+    // Read as 64 bits, so a 32-bit router says "more than" too, not "not a number".
+    match usize::try_from(parse_count::<u64>(text)?) {
+        Ok(n) if n <= MAX_CONNS => Ok(n),
         _ => Err(format!("'{text}' is more than {MAX_CONNS}")),
     }
 }

@@ -12,80 +12,38 @@
 mod buffer;
 mod cut;
 mod outcome;
+mod pair;
 mod send;
 mod timers;
 mod verdict;
 
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 
 use crate::end::End;
-use crate::log::{self, Burst};
 use crate::stream::Stream;
 use crate::sys;
 use crate::threads;
 use buffer::Buffer;
-use outcome::Tally;
-use timers::Timers;
-use verdict::{Direction, Verdict};
+use pair::Pair;
+use verdict::Direction;
 
 pub use cut::cut_all;
 pub use outcome::{Done, Outcome, Settings};
 pub use timers::{Armed, Timeouts};
 
-/// The two sockets of one connection and what both threads know about it.
-struct Pair {
-    client: Stream,
-    target: Stream,
-    settings: Settings,
-    timers: Timers,
-    verdict: Verdict,
-    tally: Tally,
-    registered: OnceLock<cut::Registration>,
-}
-
-/// Relay threads that cannot be started, logged as a burst for the whole process.
-static NO_THREAD: Burst = Burst::new();
-
 /// Relays until both directions have ended: the calling thread copies client → target, a
 /// second thread copies target → client, and whichever finishes last hands the outcome to
 /// `done` (last one out: neither waits for the other).
 pub fn relay(client: Stream, target: Stream, settings: Settings, done: Done) {
-    let timers = Timers::new(settings.timeouts, settings.client, settings.target);
-    let verdict = Verdict::default();
-    let tally = Tally::new(done);
-    let pair = Arc::new(Pair {
-        client,
-        target,
-        settings,
-        timers,
-        verdict,
-        tally,
-        registered: OnceLock::new(),
-    });
-
-    // Registered while it runs (until the pair is dropped), so the end of a graceful stop
-    // can cut it.
-    let _ = pair
-        .registered
-        .set(cut::register(Arc::downgrade(&pair) as Weak<dyn cut::Cut>));
+    let pair = Pair::new(client, target, settings, done);
     let other = Arc::clone(&pair);
-    match threads::start(move || other.copy(Direction::Down)) {
-        Ok(()) => {
-            if let Some(ended) = NO_THREAD.clear() {
-                log::problem(format_args!(
-                    "relay threads start again after {ended} ({} connections ended for want of one)",
-                    ended.count
-                ));
-            }
-        }
-        Err(e) => {
-            let why = sys::reason(&e);
-            NO_THREAD.problem(format_args!("cannot start a relay thread: {why}"));
-            pair.abort(End::Error);
-            pair.tally.finished(Direction::Down, 0, &pair.verdict);
-        }
+    let started = threads::start(move || other.copy(Direction::Down));
+    if !pair::thread_started(started) {
+        // No second thread: the connection ends here, with nothing relayed down.
+        pair.abort(End::Error);
+        pair.tally.finished(Direction::Down, 0, &pair.verdict);
     }
     pair.copy(Direction::Up);
 }
@@ -114,14 +72,7 @@ impl Pair {
         self.timers.arm(dir, from, to);
         loop {
             match (&*from).read(buffer.space()) {
-                // A read of 0 from a socket that failed (its error went to the other thread)
-                // is no EOF: while we have not sent a FIN on it, only a failure closes it.
-                Ok(0)
-                    if !self.timers.has_finished(dir.other())
-                        && from.as_tcp().is_some_and(sys::closed_by_failure) =>
-                {
-                    return Err(dir.reader_reset())
-                }
+                Ok(0) if self.failed_under(dir, from) => return Err(dir.reader_reset()),
                 Ok(0) => {
                     // Half-close: pass the EOF on; the other direction keeps running.
                     self.timers.finished(dir);
@@ -152,29 +103,13 @@ impl Pair {
     }
 
     /// Ends the connection: notes why, and shuts both sockets down, which wakes the other
-    /// thread from its blocking read or write. When one side failed (a reset, or the kernel
-    /// gave up on it: ETIMEDOUT), the other side is reset too, not sent a FIN.
+    /// thread from its blocking read or write.
     fn abort(&self, end: End) {
         self.verdict.note(end);
-        if self.verdict.end() == End::Shutdown {
-            // Being cut: a FIN now would reach the other side before its RST.
-            return;
+        if self.reset_survivor(end) {
+            let _ = self.client.shutdown(Shutdown::Both);
+            let _ = self.target.shutdown(Shutdown::Both);
         }
-        match end {
-            End::TargetReset => self.client.reset(),
-            End::ClientReset => self.target.reset(),
-            _ => {}
-        }
-        let _ = self.client.shutdown(Shutdown::Both);
-        let _ = self.target.shutdown(Shutdown::Both);
-    }
-}
-
-impl cut::Cut for Pair {
-    fn cut(&self) {
-        self.verdict.note(End::Shutdown);
-        self.client.reset();
-        self.target.reset();
     }
 }
 
