@@ -56,17 +56,7 @@ impl RuleState {
             )),
             Mode::Connect(_) => None,
         };
-        let dialer = Dialer::new(&rule.options);
-        RuleState {
-            label: rule.listen.to_string(),
-            rule,
-            pool,
-            dialer,
-            own_addrs,
-            slots: Arc::default(),
-            counters: Arc::default(),
-            troubles: Troubles::default(),
-        }
+        RuleState::assemble(rule, pool, own_addrs, Arc::default(), Arc::default())
     }
 
     /// The state after a reload that kept the rule's listen address: the new rule's options
@@ -81,15 +71,26 @@ impl RuleState {
             )),
             (Mode::Connect(_), _) => None,
         };
-        let dialer = Dialer::new(&rule.options);
+        let (slots, counters) = (Arc::clone(&old.slots), Arc::clone(&old.counters));
+        RuleState::assemble(rule, pool, own_addrs, slots, counters)
+    }
+
+    /// A rule's state from its parts: the dialer and the label come from the rule.
+    fn assemble(
+        rule: Rule,
+        pool: Option<Arc<Pool>>,
+        own_addrs: Arc<Vec<SocketAddr>>,
+        slots: Arc<Slots>,
+        counters: Arc<RuleCounters>,
+    ) -> RuleState {
         RuleState {
             label: rule.listen.to_string(),
+            dialer: Dialer::new(&rule.options),
             rule,
             pool,
-            dialer,
             own_addrs,
-            slots: Arc::clone(&old.slots),
-            counters: Arc::clone(&old.counters),
+            slots,
+            counters,
             troubles: Troubles::default(),
         }
     }
