@@ -1,13 +1,9 @@
 //! The heart of tcpfwd: two threads per connection, each copying one direction.
 //!
-//! When one side ends its output (EOF), the copier shuts down the write half of the other
-//! side and stops; the opposite direction keeps running until it ends too (half-close).
-//! An error on either side shuts down both sockets, which wakes the other thread at once; the
-//! side that did not fail is reset, not closed with a FIN, so it cannot take a cut stream for
-//! a complete one. Either socket may be TCP or Unix-domain: a [`Stream`] is either, and
-//! copies the same.
-//! The details sit behind named helpers: the lazy buffer ([`buffer`]), segment sizing
-//! ([`send`]), the timeouts ([`timers`]) and the `end=` decision ([`verdict`]).
+//! At EOF a copier shuts down the write half of the other side and stops; the opposite
+//! direction keeps running until it ends too (half-close). An error on either side shuts
+//! down both sockets, which wakes the other thread at once. Either socket may be TCP or
+//! Unix-domain ([`Stream`]). The details sit in files of their own beside this one.
 
 mod buffer;
 mod cut;
@@ -93,8 +89,7 @@ impl Pair {
         }
     }
 
-    /// Writes all of `data` (see [`send::send_segments`]); a write that times out is retried
-    /// unless a timeout has expired.
+    /// Writes all of `data`; a write that times out is retried unless a timeout expired.
     fn send(&self, to: &Stream, data: &[u8], dir: Direction) -> Result<(), End> {
         let moved = || self.timers.moved(dir);
         let retry = || self.timers.rearm_write(to, dir);
