@@ -128,9 +128,6 @@ struct Listening {
     waiting: AtomicUsize,
     /// [`MAX_ACCEPTORS`], or 1 where accept() cannot time out (an extra one could not leave).
     most: usize,
-    /// The socket timeouts every TCP client accepted here starts with (a Unix-domain client
-    /// is a new socket of its own and inherits nothing).
-    inherited: Armed,
 }
 
 /// Serves the clients of one rule's listener until it is stopped, handing each the rule's
@@ -138,35 +135,14 @@ struct Listening {
 /// of which anybody waits for; `running` counts the first).
 pub fn serve_rule(listener: Arc<Listener>, current: Arc<Current>, running: LoopGuard) {
     let acceptor = Acceptor::new(listener);
-    let inherited = prepare(&acceptor, &current);
     let most = if acceptor.wakes { MAX_ACCEPTORS } else { 1 };
     let listening = Arc::new(Listening {
         acceptor,
         current,
         waiting: AtomicUsize::new(1),
         most,
-        inherited,
     });
     accept_and_serve(&listening, running);
-}
-
-/// The timeouts the clients of `acceptor`'s socket inherit (Linux): the accept wait as their
-/// read timeout, and the relay's check interval as their write timeout, set here once on the
-/// listening socket (see `relay::Armed`); nothing where they cannot be set. After a reload
-/// that changes the interval the relay sets what differs on each connection.
-fn prepare(acceptor: &Acceptor, current: &Current) -> Armed {
-    let mut inherited = Armed::NONE;
-    let Some(socket) = acceptor.listener.socket().as_tcp() else {
-        return inherited;
-    };
-    if acceptor.wakes {
-        inherited.read = Some(ACCEPT_WAIT);
-    }
-    let tick = current.get().relay_settings().timeouts.tick();
-    if tick.is_some() && sys::set_accepted_write_timeout(socket, tick).is_ok() {
-        inherited.write = tick;
-    }
-    inherited
 }
 
 /// One acceptor's life: take a place, accept, serve the client on this thread, again, until
@@ -196,11 +172,11 @@ fn accept_and_serve(listening: &Arc<Listening>, running: LoopGuard) {
         }
         // A reload while this thread waited in accept() applies to this client already.
         slot.rebind(&listening.current.get());
-        let inherited = match client {
-            Stream::Tcp(_) => listening.inherited,
-            #[cfg(unix)]
-            Stream::Unix(_) => Armed::NONE,
-        };
+        // Not relied upon: what the client inherits from the listener. A client whose
+        // handshake completed before the listener had its accept wait (between listen() and
+        // the setsockopt, or queued in a socket systemd passed) has none, and a copier that
+        // counted on it would block with no timeout. So the relay arms what it needs.
+        let inherited = Armed::NONE;
         // A panic (a bug) ends this connection only; its slot is given back as it unwinds.
         let _ = panic::catch_unwind(AssertUnwindSafe(|| {
             session::serve(client, peer, slot, inherited)

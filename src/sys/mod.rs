@@ -429,23 +429,6 @@ pub fn set_accept_timeout(listener: &impl SocketFd, limit: Option<Duration>) -> 
     }
 }
 
-/// The write timeout the sockets accepted on `listener` start with (Linux: SO_SNDTIMEO on
-/// the listener, which each accepted socket inherits). Elsewhere unsupported.
-pub fn set_accepted_write_timeout(
-    listener: &TcpListener,
-    limit: Option<Duration>,
-) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        linux::set_timeout(listener, linux::SO_SNDTIMEO, limit)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (listener, limit);
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
-
 /// Whether an IPv6 listener refuses IPv4 clients (`None` where it cannot be read).
 pub fn v6only(listener: &TcpListener) -> Option<bool> {
     #[cfg(target_os = "linux")]
