@@ -175,7 +175,13 @@ impl Tcpfwd {
 
     /// Waits until `count` lines contain `needle`; returns them.
     pub fn wait_lines(&self, needle: &str, count: usize) -> Vec<String> {
-        let deadline = Instant::now() + PATIENCE;
+        self.wait_lines_within(needle, count, PATIENCE)
+    }
+
+    /// [`Tcpfwd::wait_lines`] with a bound of its own, for a test that ends very many
+    /// connections at once under emulation.
+    pub fn wait_lines_within(&self, needle: &str, count: usize, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
         let (list, cond) = &*self.lines;
         let mut guard = list.lock().unwrap();
         loop {
