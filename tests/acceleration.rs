@@ -59,6 +59,19 @@ fn reporting_backend() -> (Backend, Seen) {
     (backend, seen)
 }
 
+/// One connection through `fwd`: tcpfwd's two sockets of it (the client leg is its
+/// accepted socket, its options set on the listener and inherited) and the MSS the backend
+/// saw, with the client still connected; `None` where the sockets cannot be copied out (said by `leg_of`).
+fn both_legs(fwd: &Tcpfwd, seen: &Seen) -> Option<(TcpStream, TcpInfo, TcpInfo, u32)> {
+    let mut client = connect(fwd.addr());
+    ping(&mut client);
+    let me = client.local_addr().unwrap();
+    let client_leg = leg_of(fwd, |_, peer| peer == me)?;
+    let (from, backend_mss) = seen.lock().unwrap()[0];
+    let target_leg = leg_of(fwd, |local, _| local == from)?;
+    Some((client, client_leg, target_leg, backend_mss))
+}
+
 fn ping(client: &mut TcpStream) {
     client.write_all(b"ping").unwrap();
     let mut echoed = [0; 4];
@@ -106,15 +119,7 @@ fn each_leg_carries_the_congestion_mss_user_timeout_and_keepalive_asked() {
         "--keepalive",
         "30/4/5",
     ]);
-    let mut client = connect(fwd.addr());
-    ping(&mut client);
-    // The client leg is tcpfwd's accepted socket (set on the listener, inherited).
-    let me = client.local_addr().unwrap();
-    let Some(client_leg) = leg_of(&fwd, |_, peer| peer == me) else {
-        return;
-    };
-    let (from, backend_mss) = seen.lock().unwrap()[0];
-    let Some(target_leg) = leg_of(&fwd, |local, _| local == from) else {
+    let Some((client, client_leg, target_leg, backend_mss)) = both_legs(&fwd, &seen) else {
         return;
     };
     for (leg, info, cc) in [
@@ -144,14 +149,7 @@ fn without_options_both_legs_have_the_documented_defaults() {
     }
     let (backend, seen) = reporting_backend();
     let fwd = Tcpfwd::start(&["127.0.0.1:0", &backend.addr.to_string()]);
-    let mut client = connect(fwd.addr());
-    ping(&mut client);
-    let me = client.local_addr().unwrap();
-    let Some(client_leg) = leg_of(&fwd, |_, peer| peer == me) else {
-        return;
-    };
-    let (from, backend_mss) = seen.lock().unwrap()[0];
-    let Some(target_leg) = leg_of(&fwd, |local, _| local == from) else {
+    let Some((_client, client_leg, target_leg, backend_mss)) = both_legs(&fwd, &seen) else {
         return;
     };
     for (leg, info) in [("client", &client_leg), ("target", &target_leg)] {
