@@ -309,7 +309,7 @@ fn measure_idle_rules() {
 
 #[cfg(unix)]
 mod unix {
-    use std::io::{Read, Write};
+    use std::io::{self, Read, Write};
     use std::net::Shutdown;
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::path::{Path, PathBuf};
@@ -682,6 +682,10 @@ mod unix {
             if s.read_exact(&mut head).is_ok() {
                 let _ = got.send(head);
             }
+            // Hold the connection until tcpfwd ends it: closing early would make tcpfwd reset
+            // a client that may still be inside connect() (seen in CI as ECONNRESET there).
+            let _ = s.set_read_timeout(Some(PATIENCE));
+            let _ = io::copy(&mut s, &mut io::sink());
         });
         received
     }
