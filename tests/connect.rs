@@ -319,9 +319,7 @@ fn open_proxy_warning_only_when_exposed_and_unprotected() {
 
 #[test]
 fn refused_connect_is_502() {
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = closed_port().port();
     let fwd = proxy(&["--connect-ports", &port.to_string()]);
     let answer = ask(&fwd, &head(&format!("127.0.0.1:{port}"), ""));
     assert_eq!(answer, error_response("502 Bad Gateway"));

@@ -45,10 +45,12 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (the OS picked it, then it was closed).
+/// A port on 127.0.0.1 that was free a moment ago, below the ephemeral range (see
+/// [`LOW_PORTS`]): a port the OS picked for a port-0 bind and then closed could be handed to
+/// another test's port-0 bind or outgoing connection before tcpfwd binds it (the 3,000-client
+/// loads of `lifecycle` walk through thousands of ephemeral ports).
 pub fn free_port() -> u16 {
-    let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().unwrap().port()
+    free_port_block(1)
 }
 
 /// The first of `count` consecutive ports that 127.0.0.1 could bind a moment ago (see
@@ -91,10 +93,11 @@ pub fn free_ports_on(host: &str, count: usize, besides: std::ops::Range<u16>) ->
     free
 }
 
-/// A loopback address nothing listens on (bound, then closed): connects to it are refused.
+/// A loopback address nothing listens on (it could be bound a moment ago): connects to it are
+/// refused. Below the ephemeral range like [`free_port`], so no other test's port-0 bind (a
+/// backend, a tcpfwd on `127.0.0.1:0`) takes it meanwhile and answers in its place.
 pub fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], free_port_block(1)))
 }
 
 /// Whether this machine has an IPv6 loopback (tests that need it skip without).
@@ -105,13 +108,15 @@ pub fn ipv6_loopback() -> Option<TcpListener> {
 /// A loopback listener that never accepts and whose backlog is full, so a connect to it times
 /// out (SYNs are dropped) instead of being refused. Keep both values alive while it is used.
 /// Fills the backlog in a bounded loop: std listens with a backlog of 128 (129 connections
-/// fit), and the loop stops at the first connect that times out.
+/// fit), and the loop stops at the first connect that times out. That timeout is 1 s, not
+/// less: on a loaded machine the loopback handshake can wait for the kernel's softirq thread,
+/// and a connect that is only slow would be taken for a full backlog (which then accepts).
 pub fn full_backlog() -> (TcpListener, Vec<TcpStream>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().unwrap();
     let mut queued = Vec::new();
     for _ in 0..5000 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
             Ok(s) => queued.push(s),
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
                 return (listener, queued)
