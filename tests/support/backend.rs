@@ -1,7 +1,7 @@
 //! Real backends on loopback for tcpfwd to forward to: echo, named (a greeting that tells
 //! them apart), or any handler; and asking which one served a connection.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -109,13 +109,18 @@ impl Backend {
         Backend::serve(listener, greeter(greeting))
     }
 
-    /// Stops it and waits until its port refuses connections.
+    /// Stops it and waits until its port refuses connections. Only a refusal counts: on a
+    /// loaded machine the wake-up connect of `drop` may time out, leaving the accept loop
+    /// waiting with the port open, and a poll that took its own timeout for a refusal would
+    /// return while the next client is still accepted (then dropped). A blocking connect (on
+    /// loopback answered at once) that is accepted wakes the loop instead, which then closes.
     pub fn stop(self) {
         let addr = self.addr;
         drop(self);
-        let refused = wait_until(PATIENCE, || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err()
-        });
+        let refused = wait_until(
+            PATIENCE,
+            || matches!(TcpStream::connect(addr), Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+        );
         assert!(refused, "{addr} still accepts after stop");
     }
 }
