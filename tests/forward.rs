@@ -166,7 +166,8 @@ fn a_client_reset_ends_both_directions_and_leaks_nothing() {
 #[test]
 fn idle_timeout_fires_only_when_nothing_moves() {
     let backend = Backend::echo();
-    let fwd = forward_to(&backend, &["--idle-timeout", "1s"]);
+    // 2 s, well above the 250 ms pace: a loaded machine may add some hundred ms per byte.
+    let fwd = forward_to(&backend, &["--idle-timeout", "2s"]);
     let mut client = connect(fwd.addr());
     // Trickle for 2.5 s, longer than the timeout: every byte comes back.
     let mut buf = [0; 1];
@@ -215,7 +216,9 @@ fn fin_timeout_waits_while_the_other_side_trickles() {
             std::thread::sleep(Duration::from_millis(300)); // the trickle's pace
         }
     });
-    let fwd = forward_to(&backend, &["--fin-timeout", "1s"]);
+    // 2 s: the 2.4 s trickle outlasts it, and a byte late by a loaded machine's some hundred
+    // ms still comes well within it.
+    let fwd = forward_to(&backend, &["--fin-timeout", "2s"]);
     let mut client = connect(fwd.addr());
     client.write_all(b"go").unwrap();
     client.shutdown(Shutdown::Write).unwrap();
@@ -341,12 +344,9 @@ fn the_log_line_has_every_field() {
 
 #[test]
 fn quiet_logs_only_problems() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = closed.local_addr().unwrap().to_string();
-    drop(closed);
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = free.local_addr().unwrap();
-    drop(free);
+    // Both below the ephemeral range (support::net), so no other connection takes them.
+    let dead = closed_port().to_string();
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let fwd = Tcpfwd::spawn(&["-q", &listen.to_string(), &dead]);
     // No start-up line to wait for with -q: poll until it accepts.
     assert!(wait_until(PATIENCE, || TcpStream::connect(listen).is_ok()));
