@@ -190,12 +190,14 @@ fn the_listen_backlog_holds_a_burst_of_clients() {
     // --backlog N, per rule.
     let fwd = Tcpfwd::start(&["127.0.0.1:0", &target, "--backlog", "600"]);
     assert_eq!(backlog_of(fwd.addr().port()), Some(600.min(somaxconn)));
-    // At --max-conns the backlog holds the waiting clients: 300 connects all complete.
+    // At --max-conns the backlog holds the waiting clients: 300 connects all complete. Each
+    // may take 5 s (a loaded machine can delay a loopback handshake): one that meets a full
+    // backlog has its SYNs dropped and fails all the same.
     let fwd = Tcpfwd::start(&["127.0.0.1:0", &target, "--max-conns", "1"]);
     let _held = connect(fwd.addr());
     let waiting: Vec<TcpStream> = (0..300.min(somaxconn as usize - 2))
         .map(|_| {
-            TcpStream::connect_timeout(&fwd.addr(), Duration::from_millis(500))
+            TcpStream::connect_timeout(&fwd.addr(), Duration::from_secs(5))
                 .expect("a client that waits in the backlog")
         })
         .collect();
