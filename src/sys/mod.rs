@@ -635,3 +635,36 @@ pub fn adopt_pipe(fd: i32) -> io::Result<Pipe> {
         Err(io::ErrorKind::Unsupported.into())
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_made_here_passes_its_options_and_preset_to_every_client() {
+        let options = TcpOptions {
+            nodelay: true,
+            ..TcpOptions::default()
+        };
+        let preset = Preset {
+            read: Some(Duration::from_secs(2)),
+            write: Some(Duration::from_secs(7)),
+        };
+        let any: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, 0).into();
+        let (listener, inherited) = listen_tcp(any, &options, preset, Some(16)).unwrap();
+        assert!(inherited);
+        // As std's bind: the address reused (a restart binds over TIME_WAIT), never the port.
+        let reuse_port = if cfg!(any(target_arch = "mips", target_arch = "mips64")) {
+            0x200
+        } else {
+            15
+        };
+        let get = |name| linux::get_int(&listener, linux::SOL_SOCKET, name).unwrap();
+        assert_eq!((get(linux::SO_REUSEADDR), get(reuse_port)), (1, 0));
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(accepted.read_timeout().unwrap(), preset.read);
+        assert_eq!(accepted.write_timeout().unwrap(), preset.write);
+        assert!(accepted.nodelay().unwrap());
+    }
+}
