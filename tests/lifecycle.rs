@@ -569,7 +569,7 @@ fn a_hand_over_starts_the_binary_that_replaced_the_running_one() {
 /// [`socket_activation_uses_inherited_sockets`] as this test program with
 /// `LIFECYCLE_LAUNCH=ADDR,ADDR…␟PROGRAM␟ARG␟…`, it binds the addresses, puts the sockets at
 /// 3, 4, … and becomes the program (exec: the same pid) with LISTEN_PID and LISTEN_FDS set,
-/// as systemd does.
+/// as systemd does. `stdin` instead of the addresses: the one socket is its standard input.
 #[test]
 fn socket_activation_launcher() {
     use std::os::unix::process::CommandExt;
@@ -579,17 +579,25 @@ fn socket_activation_launcher() {
     let mut words = spec.split('\u{1f}');
     let addrs: Vec<&str> = words.next().unwrap().split(',').collect();
     let program = words.next().unwrap();
-    let sockets: Vec<TcpListener> = addrs
-        .iter()
-        .map(|a| TcpListener::bind(a).expect("launcher: bind"))
-        .collect();
-    for (i, socket) in sockets.iter().enumerate() {
-        place_fd(socket, 3 + i as i32).expect("launcher: dup2");
-    }
+    let count = if addrs == ["stdin"] {
+        place_fd(&std::io::stdin(), 3).expect("launcher: dup2");
+        1
+    } else {
+        let sockets: Vec<TcpListener> = addrs
+            .iter()
+            .map(|a| TcpListener::bind(a).expect("launcher: bind"))
+            .collect();
+        for (i, socket) in sockets.iter().enumerate() {
+            place_fd(socket, 3 + i as i32).expect("launcher: dup2");
+        }
+        // Kept open until the exec, which inherits the copies at 3, 4, …
+        std::mem::forget(sockets);
+        addrs.len()
+    };
     let error = Command::new(program)
         .args(words)
         .env("LISTEN_PID", std::process::id().to_string())
-        .env("LISTEN_FDS", sockets.len().to_string())
+        .env("LISTEN_FDS", count.to_string())
         .env("LISTEN_FDNAMES", "web:spare")
         .env_remove("LIFECYCLE_LAUNCH")
         .exec();
@@ -635,6 +643,42 @@ fn socket_activation_uses_inherited_sockets() {
     for name in ["LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="] {
         assert!(!environ.contains(name), "{name} left in the environment");
     }
+}
+
+#[test]
+fn a_client_queued_before_tcpfwd_started_still_has_its_fin_timeout() {
+    if skip_under_emulation("the launcher execs tcpfwd directly") {
+        return;
+    }
+    // The client's handshake completes before tcpfwd exists, so its socket inherits nothing
+    // tcpfwd will set on the listener: the relay must give it its timeouts itself. Once the
+    // target has half-closed, only the client's read timeout can end the silent client.
+    let target = Backend::start(|mut s| {
+        s.write_all(b"bye").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let web = socket.local_addr().unwrap();
+    let mut early = connect(web);
+    let spec = [
+        "stdin".to_string(),
+        env!("CARGO_BIN_EXE_tcpfwd").to_string(),
+        web.to_string(),
+        target.addr.to_string(),
+        "--fin-timeout".into(),
+        "1s".into(),
+    ]
+    .join("\u{1f}");
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "socket_activation_launcher", "--nocapture", "-q"])
+        .env("LIFECYCLE_LAUNCH", spec);
+    let stdin = std::process::Stdio::from(std::os::fd::OwnedFd::from(socket));
+    let fwd = Tcpfwd::with_stdin(command, stdin);
+    assert_eq!(read_all(&mut early), b"bye");
+    let line = fwd.wait_line(&format!("client={}", early.local_addr().unwrap()));
+    assert!(line.contains("end=fin-timeout"), "{line}");
 }
 
 /// Not a check but a measurement (README "Reload, stop, hand-over"): how long a reload of a

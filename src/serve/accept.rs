@@ -19,13 +19,14 @@ use std::thread;
 use std::time::Duration;
 
 use crate::addr::Endpoint;
+use crate::config::rule::Rule;
 use crate::log::{self, Burst};
 use crate::relay::Armed;
 use crate::serve::listen::Socket;
 use crate::serve::session;
-use crate::serve::state::{Current, Slot};
+use crate::serve::state::{self, Current, Slot};
 use crate::stream::Stream;
-use crate::sys::{self, reason};
+use crate::sys::{self, reason, Preset};
 use crate::threads;
 
 /// At most this many acceptors wait on one listener at once. More would not accept any
@@ -42,6 +43,19 @@ pub const MAX_ACCEPTORS: usize = 8;
 /// listener's receive timeout, which Linux applies to accept(); where it cannot be set, one
 /// acceptor waits at a time.
 pub const ACCEPT_WAIT: Duration = Duration::from_secs(2);
+
+/// The timeouts a rule's own listening socket is given before it listens, so that every
+/// client it accepts starts with them (`sys::listen_tcp`) and the relay sets neither on
+/// connections that need no other (`relay::Armed`: two system calls fewer per connection):
+/// [`ACCEPT_WAIT`] as the read timeout, which accept() itself needs, and the relay's check
+/// interval for `rule`'s timeouts as the write timeout. A reload that changes the interval
+/// leaves the listener's as it is; the relay then sets what differs.
+pub fn preset(rule: &Rule) -> Preset {
+    Preset {
+        read: Some(ACCEPT_WAIT),
+        write: state::timeouts(rule).tick(),
+    }
+}
 
 /// Accept loops running now (a stop waits for them to end): each acceptor counts.
 static LOOPS: AtomicUsize = AtomicUsize::new(0);
@@ -75,15 +89,28 @@ pub struct Listener {
     /// it is being handed to): stopping must not shut it down for that process too.
     shared: AtomicBool,
     stopped: AtomicBool,
+    /// The socket timeouts every TCP client accepted here starts with (a Unix-domain client
+    /// inherits nothing): set before the socket listened ([`preset`]), or none.
+    inherited: Armed,
 }
 
 impl Listener {
-    /// A listener for `socket`; `shared` if another process holds it too.
+    /// A listener for `socket`, whose clients inherit nothing known; `shared` if another
+    /// process holds it too (handed over, or from systemd: anyone may have set it up).
     pub fn new(socket: impl Into<Socket>, shared: bool) -> Arc<Listener> {
+        Listener::prepared(socket, Preset::default(), shared)
+    }
+
+    /// A listener for `socket`, whose TCP clients all start with the timeouts `inherited`.
+    pub fn prepared(socket: impl Into<Socket>, inherited: Preset, shared: bool) -> Arc<Listener> {
         Arc::new(Listener {
             socket: socket.into(),
             shared: AtomicBool::new(shared),
             stopped: AtomicBool::new(false),
+            inherited: Armed {
+                read: inherited.read,
+                write: inherited.write,
+            },
         })
     }
 
@@ -172,11 +199,12 @@ fn accept_and_serve(listening: &Arc<Listening>, running: LoopGuard) {
         }
         // A reload while this thread waited in accept() applies to this client already.
         slot.rebind(&listening.current.get());
-        // Not relied upon: what the client inherits from the listener. A client whose
-        // handshake completed before the listener had its accept wait (between listen() and
-        // the setsockopt, or queued in a socket systemd passed) has none, and a copier that
-        // counted on it would block with no timeout. So the relay arms what it needs.
-        let inherited = Armed::NONE;
+        // What the listener had before it listened, the relay need not set again.
+        let inherited = match client {
+            Stream::Tcp(_) => listener.inherited,
+            #[cfg(unix)]
+            Stream::Unix(_) => Armed::NONE,
+        };
         // A panic (a bug) ends this connection only; its slot is given back as it unwinds.
         let _ = panic::catch_unwind(AssertUnwindSafe(|| {
             session::serve(client, peer, slot, inherited)

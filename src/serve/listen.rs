@@ -9,7 +9,7 @@ use std::os::unix::net::UnixListener;
 
 use crate::addr::{self, Endpoint, Host, ListenAddr};
 use crate::stream::Stream;
-use crate::sys::{self, reason, TcpOptions};
+use crate::sys::{self, reason, Preset, TcpOptions};
 
 /// A listening socket of either kind.
 pub enum Socket {
@@ -80,12 +80,14 @@ impl From<TcpListener> for Socket {
 }
 
 /// Opens the sockets of a rule's listen address (see [`bind_listen`] for TCP; the client
-/// leg's TCP `options` do not apply to a Unix socket, `backlog` does).
+/// leg's TCP `options` and the `preset` timeouts do not apply to a Unix socket, `backlog`
+/// does), and the timeouts every client accepted on them inherits.
 pub fn open(
     listen: &ListenAddr,
     options: &TcpOptions,
+    preset: Preset,
     backlog: Option<u32>,
-) -> Result<Vec<Socket>, ListenError> {
+) -> Result<(Vec<Socket>, Preset), ListenError> {
     match listen {
         #[cfg(unix)]
         ListenAddr::Unix(unix) => {
@@ -93,12 +95,12 @@ pub fn open(
             if let Some(backlog) = backlog {
                 sys::set_backlog(&socket, backlog).map_err(|e| failed(&listen.to_string(), &e))?;
             }
-            Ok(vec![Socket::Unix(socket)])
+            Ok((vec![Socket::Unix(socket)], Preset::default()))
         }
-        _ => Ok(bind_listen(listen, options, backlog)?
-            .into_iter()
-            .map(Socket::Tcp)
-            .collect()),
+        _ => {
+            let (sockets, inherited) = bind_listen(listen, options, preset, backlog)?;
+            Ok((sockets.into_iter().map(Socket::Tcp).collect(), inherited))
+        }
     }
 }
 
@@ -145,16 +147,24 @@ impl fmt::Display for ListenError {
 }
 
 /// Opens the sockets of a listen address: one, or for `:PORT` on a system without dual-stack
-/// sockets, one per family; each with the client leg's TCP options, which the sockets it
-/// accepts inherit (Linux, see [`sys::set_listener_options`]); with `backlog`, that listen
-/// backlog instead of std's 128.
+/// sockets, one per family; each with the client leg's TCP options and the `preset`
+/// timeouts set before it listens, so that every client it accepts inherits them (Linux, see
+/// [`sys::listen_tcp`]); with `backlog`, that listen backlog instead of std's 128. Also the
+/// timeouts the clients inherit: `preset`, or none where they are not inherited.
 pub fn bind_listen(
     listen: &ListenAddr,
     options: &TcpOptions,
+    preset: Preset,
     backlog: Option<u32>,
-) -> Result<Vec<TcpListener>, ListenError> {
-    let sockets = match listen {
-        ListenAddr::AnyHost(port) => open_any(*port)?,
+) -> Result<(Vec<TcpListener>, Preset), ListenError> {
+    let bind = |addr: SocketAddr| {
+        sys::listen_tcp(addr, options, preset, backlog).map_err(|reason| ListenError {
+            addr: addr.to_string(),
+            reason,
+        })
+    };
+    let opened = match listen {
+        ListenAddr::AnyHost(port) => open_any(*port, bind)?,
         ListenAddr::Host(hp) => {
             let addr = match &hp.host {
                 Host::Ip(ip) => SocketAddr::new(*ip, hp.port),
@@ -169,18 +179,14 @@ pub fn bind_listen(
             })
         }
     };
-    for socket in &sockets {
-        sys::set_listener_options(socket, options, true).map_err(|reason| ListenError {
-            addr: listen.to_string(),
-            reason,
-        })?;
-    }
-    if let Some(backlog) = backlog {
-        for socket in &sockets {
-            sys::set_backlog(socket, backlog).map_err(|e| failed(&listen.to_string(), &e))?;
-        }
-    }
-    Ok(sockets)
+    let inherited = match opened.iter().all(|(_, inherits)| *inherits) {
+        true => preset,
+        false => Preset::default(),
+    };
+    Ok((
+        opened.into_iter().map(|(socket, _)| socket).collect(),
+        inherited,
+    ))
 }
 
 fn first_address(hp: &addr::HostPort) -> Result<SocketAddr, ListenError> {
@@ -193,22 +199,22 @@ fn first_address(hp: &addr::HostPort) -> Result<SocketAddr, ListenError> {
 
 /// `:PORT`: IPv6 `[::]` serves IPv4 too where the OS makes it dual-stack (Linux by default);
 /// elsewhere, or without IPv6, `0.0.0.0` gets a socket of its own.
-fn open_any(port: u16) -> Result<Vec<TcpListener>, ListenError> {
+fn open_any<T>(
+    port: u16,
+    bind: impl Fn(SocketAddr) -> Result<(TcpListener, T), ListenError>,
+) -> Result<Vec<(TcpListener, T)>, ListenError> {
     let v6 = SocketAddr::new(addr::unspecified(true), port);
     let v4 = SocketAddr::new(addr::unspecified(false), port);
     match bind(v6) {
-        Ok(socket) if sys::v6only(&socket) == Some(false) => Ok(vec![socket]),
-        Ok(socket) => {
+        Ok(opened) if sys::v6only(&opened.0) == Some(false) => Ok(vec![opened]),
+        Ok(opened) => {
             // Same port for IPv4, even when the OS picked it for port 0.
-            let port = socket.local_addr().map(|a| a.port()).unwrap_or(port);
-            Ok(vec![socket, bind(SocketAddr::new(v4.ip(), port))?])
+            let port = opened.0.local_addr().map(|a| a.port()).unwrap_or(port);
+            let v4 = bind(SocketAddr::new(v4.ip(), port))?;
+            Ok(vec![opened, v4])
         }
         Err(_) => Ok(vec![bind(v4)?]),
     }
-}
-
-fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
-    TcpListener::bind(addr).map_err(|e| failed(&addr.to_string(), &e))
 }
 
 fn failed(addr: &str, e: &io::Error) -> ListenError {

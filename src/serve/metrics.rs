@@ -18,7 +18,7 @@ use crate::serve::accept::{Acceptor, Listener, LoopGuard};
 use crate::serve::listen::{bind_listen, ListenError};
 use crate::serve::live::{Live, Reloads};
 use crate::serve::state::RuleState;
-use crate::sys::TcpOptions;
+use crate::sys::{Preset, TcpOptions};
 use crate::wire::answer;
 
 /// A request head must be complete this long after the accept.
@@ -31,11 +31,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Opens the metrics listener (a name binds the first address it resolves to).
 pub fn bind_metrics(addr: &HostPort) -> Result<TcpListener, ListenError> {
-    let mut sockets = bind_listen(
-        &ListenAddr::Host(addr.clone()),
-        &TcpOptions::default(),
-        None,
-    )?;
+    let options = TcpOptions::default();
+    let listen = ListenAddr::Host(addr.clone());
+    let (mut sockets, _) = bind_listen(&listen, &options, Preset::default(), None)?;
     sockets.pop().ok_or_else(|| ListenError {
         addr: addr.to_string(),
         reason: "no socket".into(),

@@ -92,11 +92,16 @@ fn serve(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
                 }
                 listeners
             }
-            None => listen::open(&rule.listen, &leg, Some(rule.options.backlog))
-                .map_err(ServeError::Listen)?
-                .into_iter()
-                .map(|s| Listener::new(s, false))
-                .collect(),
+            None => {
+                let backlog = Some(rule.options.backlog);
+                let (sockets, inherited) =
+                    listen::open(&rule.listen, &leg, accept::preset(&rule), backlog)
+                        .map_err(ServeError::Listen)?;
+                sockets
+                    .into_iter()
+                    .map(|s| Listener::prepared(s, inherited, false))
+                    .collect()
+            }
         };
         let bound: Vec<_> = listeners
             .iter()

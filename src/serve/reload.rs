@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::config::{self, Command};
 use crate::log;
-use crate::serve::accept::{Listener, LoopGuard};
+use crate::serve::accept::{self, Listener, LoopGuard};
 use crate::serve::listen;
 use crate::serve::live::{Entry, Live, Stats};
 use crate::serve::metrics;
@@ -92,9 +92,12 @@ fn apply(live: &Arc<Live>, args: &[OsString]) -> Result<Summary, String> {
             continue;
         }
         let leg = rule.options.client_leg();
-        let sockets = listen::open(&rule.listen, &leg, Some(rule.options.backlog))
+        let backlog = Some(rule.options.backlog);
+        let (sockets, inherited) = listen::open(&rule.listen, &leg, accept::preset(rule), backlog)
             .map_err(|e| format!("{shown}{e}"))?;
-        let listeners = sockets.into_iter().map(|s| Listener::new(s, false));
+        let listeners = sockets
+            .into_iter()
+            .map(|s| Listener::prepared(s, inherited, false));
         opened.insert(label, listeners.collect());
     }
     let old_stats = live.stats();

@@ -101,10 +101,7 @@ impl RuleState {
         Settings {
             buffer_size: o.buffer_size,
             segment_size: o.segment_size,
-            timeouts: Timeouts {
-                idle: o.idle_timeout,
-                fin: o.fin_timeout,
-            },
+            timeouts: timeouts(&self.rule),
             client: Armed::NONE,
             target: Armed::NONE,
         }
@@ -289,5 +286,13 @@ impl Drop for Slot {
         if wake {
             slots.freed.notify_one();
         }
+    }
+}
+
+/// The relay's timeouts for `rule`'s connections.
+pub fn timeouts(rule: &Rule) -> Timeouts {
+    Timeouts {
+        idle: rule.options.idle_timeout,
+        fin: rule.options.fin_timeout,
     }
 }

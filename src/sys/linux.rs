@@ -16,7 +16,7 @@ pub const SO_KEEPALIVE: c_int = 8;
 pub const SOL_SOCKET: c_int = 1;
 #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
 pub const SO_KEEPALIVE: c_int = 9;
-// SO_RCVTIMEO_OLD: a `struct timeval` of two `long`s on every
+// SO_RCVTIMEO_OLD / SO_SNDTIMEO_OLD: a `struct timeval` of two `long`s on every
 // architecture and C library (the kernel's own layout; musl's 64-bit `time_t` on 32-bit
 // targets goes with the _NEW numbers, which these are not).
 #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
@@ -30,6 +30,21 @@ pub const SO_RCVTIMEO: c_int = 18;
     target_arch = "powerpc64"
 )))]
 pub const SO_RCVTIMEO: c_int = 20;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+pub const SO_SNDTIMEO: c_int = 0x1005;
+#[cfg(any(target_arch = "powerpc", target_arch = "powerpc64"))]
+pub const SO_SNDTIMEO: c_int = 19;
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
+pub const SO_SNDTIMEO: c_int = 21;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+pub const SO_REUSEADDR: c_int = 4;
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+pub const SO_REUSEADDR: c_int = 2;
 #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
 pub const SO_ACCEPTCONN: c_int = 0x1009;
 #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
@@ -247,7 +262,7 @@ pub fn set_timeout(
     }
 }
 
-/// `listen()` again on a listening socket: Linux takes the new backlog.
+/// listen(2): on a socket that listens already, Linux takes the new backlog.
 pub fn listen_again(sock: &impl AsRawFd, backlog: c_int) -> io::Result<()> {
     // SAFETY: the fd is open (borrowed); listen takes no pointers.
     if unsafe { listen(sock.as_raw_fd(), backlog) } == 0 {

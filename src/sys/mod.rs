@@ -350,6 +350,61 @@ pub fn set_listener_options(
     }
 }
 
+/// The socket timeouts a listener is given before it listens (Linux), which every client it
+/// accepts starts with: `read` (SO_RCVTIMEO, which Linux also applies to accept()) and
+/// `write` (SO_SNDTIMEO).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Preset {
+    /// The read timeout.
+    pub read: Option<Duration>,
+    /// The write timeout.
+    pub write: Option<Duration>,
+}
+
+/// Opens a TCP listener on `addr` with `backlog` (std's 128 when `None`) whose client-leg
+/// `options` and `preset` timeouts are set *before* it listens (Linux), so that every client
+/// it accepts, the first one too, inherits them: set after listen(), a client whose
+/// handshake completed in between would have none. std's `bind` listens at once, so on Linux
+/// the socket is made here as std makes it (close-on-exec, SO_REUSEADDR). `Ok(true)`: the
+/// preset is inherited. Elsewhere std's bind, the options where they apply, and `false`.
+/// The error is the reason, for "cannot listen on ADDR: ...".
+pub fn listen_tcp(
+    addr: SocketAddr,
+    options: &TcpOptions,
+    preset: Preset,
+    backlog: Option<u32>,
+) -> Result<(TcpListener, bool), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use linux::*;
+        let socket = tcp_socket(&addr).map_err(|e| reason(&e))?;
+        set_int(&socket, SOL_SOCKET, SO_REUSEADDR, 1)
+            .map_err(|e| format!("cannot set SO_REUSEADDR: {}", reason(&e)))?;
+        apply(&socket, options, true)
+            .map_err(|(what, e)| format!("cannot {what}: {}", reason(&e)))?;
+        for (name, limit) in [(SO_RCVTIMEO, preset.read), (SO_SNDTIMEO, preset.write)] {
+            if limit.is_some() {
+                set_timeout(&socket, name, limit)
+                    .map_err(|e| format!("cannot set a socket timeout: {}", reason(&e)))?;
+            }
+        }
+        bind_to(&socket, &addr).map_err(|e| reason(&e))?;
+        let backlog = std::ffi::c_int::try_from(backlog.unwrap_or(128)).unwrap_or(c_int::MAX);
+        listen_again(&socket, backlog).map_err(|e| reason(&e))?;
+        let fd = std::os::fd::OwnedFd::from(socket);
+        Ok((TcpListener::from(fd), true))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (options, preset);
+        let listener = TcpListener::bind(addr).map_err(|e| reason(&e))?;
+        if let Some(backlog) = backlog {
+            set_backlog(&listener, backlog).map_err(|e| reason(&e))?;
+        }
+        Ok((listener, false))
+    }
+}
+
 /// Options on an accepted client socket that it did not inherit from its listener: nothing
 /// on Linux (see [`set_listener_options`]), TCP_NODELAY elsewhere.
 pub fn configure_accepted(stream: &TcpStream, nodelay: bool) {
@@ -578,5 +633,38 @@ pub fn adopt_pipe(fd: i32) -> io::Result<Pipe> {
     {
         let _ = fd;
         Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_made_here_passes_its_options_and_preset_to_every_client() {
+        let options = TcpOptions {
+            nodelay: true,
+            ..TcpOptions::default()
+        };
+        let preset = Preset {
+            read: Some(Duration::from_secs(2)),
+            write: Some(Duration::from_secs(7)),
+        };
+        let any: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, 0).into();
+        let (listener, inherited) = listen_tcp(any, &options, preset, Some(16)).unwrap();
+        assert!(inherited);
+        // As std's bind: the address reused (a restart binds over TIME_WAIT), never the port.
+        let reuse_port = if cfg!(any(target_arch = "mips", target_arch = "mips64")) {
+            0x200
+        } else {
+            15
+        };
+        let get = |name| linux::get_int(&listener, linux::SOL_SOCKET, name).unwrap();
+        assert_eq!((get(linux::SO_REUSEADDR), get(reuse_port)), (1, 0));
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(accepted.read_timeout().unwrap(), preset.read);
+        assert_eq!(accepted.write_timeout().unwrap(), preset.write);
+        assert!(accepted.nodelay().unwrap());
     }
 }

@@ -106,9 +106,15 @@ impl Tcpfwd {
     }
 
     /// Starts `command` (which runs tcpfwd, e.g. through a launcher) without waiting.
-    pub fn from_command(mut command: Command) -> Tcpfwd {
+    pub fn from_command(command: Command) -> Tcpfwd {
+        Tcpfwd::with_stdin(command, Stdio::null())
+    }
+
+    /// As [`Tcpfwd::from_command`], with `stdin` as its standard input (a launcher takes a
+    /// socket there).
+    pub fn with_stdin(mut command: Command, stdin: Stdio) -> Tcpfwd {
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
