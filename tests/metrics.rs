@@ -68,27 +68,16 @@ fn metrics_move_by_exactly_what_was_sent() {
     let mut open = connect(fwd.addr());
     open.write_all(b"x").unwrap();
     open.read_exact(&mut [0]).unwrap();
-    // The rule's place of the connection logged last is given back just after its line
-    // (src/serve/forward.rs): poll until the gauges show this one connection alone.
-    let mut during = String::new();
-    let shown = wait_until(PATIENCE, || {
-        during = scrape(stats);
-        metric(&during, &active) == Some(1) && metric(&during, &target_active) == Some(1)
-    });
-    assert!(
-        shown,
-        "the open connection is not the one active:\n{during}"
-    );
+    // Every ended connection gave its place back before its line was written: the gauges
+    // show this one connection alone, at once.
+    let during = scrape(stats);
+    assert_eq!(value(&during, &active), 1, "{during}");
+    assert_eq!(value(&during, &target_active), 1, "{during}");
     drop(open);
     fwd.wait_lines("end=", sizes.len() + 1);
-
-    // The gauges drop just after the log line is written: poll for them.
-    let mut after = String::new();
-    let settled = wait_until(PATIENCE, || {
-        after = scrape(stats);
-        metric(&after, &active) == Some(0) && metric(&after, &target_active) == Some(0)
-    });
-    assert!(settled, "gauges did not return to 0:\n{after}");
+    let after = scrape(stats);
+    assert_eq!(value(&after, &active), 0, "{after}");
+    assert_eq!(value(&after, &target_active), 0, "{after}");
     let total: u64 = sizes.iter().map(|&n| n as u64).sum();
     let moved = |s: &str| value(&after, s) - value(&before, s);
     assert_eq!(moved(&up), total + 1);
@@ -99,6 +88,39 @@ fn metrics_move_by_exactly_what_was_sent() {
         .filter(|l| l.starts_with("tcpfwd_connections_total{"))
         .count();
     assert_eq!(ends, 14, "one series per end word:\n{after}");
+}
+
+#[test]
+fn a_connection_is_out_of_the_gauges_when_its_line_is_written() {
+    // Whoever reads a connection's line and then scrapes sees it counted as ended and no
+    // longer active: checked right after each of 50 lines, refused ones included.
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    let fwd = Tcpfwd::start(&[
+        "--stats",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &target,
+        "--deny",
+        "127.0.0.3",
+    ]);
+    let stats = fwd.stats_addr();
+    let active = "tcpfwd_connections_active{rule=\"127.0.0.1:0\"}";
+    for n in 1..=50 {
+        // Every fifth from a denied address (where the OS lets a client pick 127.0.0.3).
+        if n % 5 != 0 || connect_from("127.0.0.3", fwd.addr()).is_err() {
+            echo_through(fwd.addr(), 100);
+        }
+        fwd.wait_lines("end=", n);
+        let text = scrape(stats);
+        assert_eq!(metric(&text, active), Some(0), "after line {n}:\n{text}");
+        let ended: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("tcpfwd_connections_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(ended, n as u64, "after line {n}:\n{text}");
+    }
 }
 
 #[test]

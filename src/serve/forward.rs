@@ -1,6 +1,7 @@
 //! Forwarding one client: a target from the pool (with failover), the PROXY header, the relay.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::end::End;
@@ -13,16 +14,16 @@ use crate::stream::Stream;
 /// Connects the client to a target and relays until both directions end; logs the line and
 /// gives the client's place (`slot`) back. `armed`: the timeouts the client socket has now.
 pub fn serve(client: Stream, origin: &Origin, slot: Slot, accepted: Instant, armed: Armed) {
-    let state = slot.state();
+    let state = Arc::clone(slot.state());
     let peer = &origin.source;
-    let refused = |target, end| {
+    let refused = |slot: Slot, target, end| {
         let outcome = Outcome::nothing_relayed(end);
-        state.log_connection(peer, target, outcome, accepted, None);
+        slot.finish(peer, target, outcome, accepted, None);
     };
     // A Unix client has no address to hash: `source-hash` sends every one to the same target.
     let hashed = peer.ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let Some(pool) = &state.pool else {
-        return refused(None, End::Error);
+        return refused(slot, None, End::Error);
     };
     let Connected {
         stream,
@@ -30,10 +31,10 @@ pub fn serve(client: Stream, origin: &Origin, slot: Slot, accepted: Instant, arm
         lease,
     } = match pool.connect(hashed) {
         Ok(connected) => connected,
-        Err(end) => return refused(None, end),
+        Err(end) => return refused(slot, None, end),
     };
-    if let Err(end) = send_proxy_header(&stream, origin, state) {
-        return refused(Some(&addr), end);
+    if let Err(end) = send_proxy_header(&stream, origin, &state) {
+        return refused(slot, Some(&addr), end);
     }
     let budget = state.rule.options.connect_timeout;
     let settings = Settings {
@@ -47,8 +48,7 @@ pub fn serve(client: Stream, origin: &Origin, slot: Slot, accepted: Instant, arm
     let done = move |outcome| {
         // The target's count drops before the log line, so whoever reads the line sees it.
         drop(lease);
-        let state = slot.state();
-        state.log_connection(&peer, Some(&addr), outcome, accepted, None);
+        slot.finish(&peer, Some(&addr), outcome, accepted, None);
     };
     relay::relay(client, stream, settings, Box::new(done));
 }

@@ -40,7 +40,7 @@ pub fn serve(client: Stream, peer: Endpoint, mut slot: Slot, inherited: Armed) {
         // Closed without a byte read or sent.
         drop(client);
         let outcome = Outcome::nothing_relayed(End::Denied);
-        state.log_connection(&peer, None, outcome, accepted, None);
+        slot.finish(&peer, None, outcome, accepted, None);
         return;
     }
     configure(&client, &state);
@@ -48,7 +48,7 @@ pub fn serve(client: Stream, peer: Endpoint, mut slot: Slot, inherited: Armed) {
         Ok(origin) => origin,
         Err((who, end)) => {
             let outcome = Outcome::nothing_relayed(end);
-            state.log_connection(&who, None, outcome, accepted, None);
+            slot.finish(&who, None, outcome, accepted, None);
             return;
         }
     };
@@ -66,7 +66,7 @@ pub fn serve(client: Stream, peer: Endpoint, mut slot: Slot, inherited: Armed) {
         #[cfg(unix)]
         (Mode::Connect(_), Stream::Unix(_)) => {
             let outcome = Outcome::nothing_relayed(End::Error);
-            state.log_connection(&origin.source, None, outcome, accepted, None);
+            slot.finish(&origin.source, None, outcome, accepted, None);
         }
         (Mode::Forward(_), client) => forward::serve(client, &origin, slot, accepted, armed),
     }

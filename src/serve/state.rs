@@ -106,29 +106,6 @@ impl RuleState {
             target: Armed::NONE,
         }
     }
-
-    /// Logs and counts a finished connection: its one log line.
-    pub fn log_connection(
-        &self,
-        client: &Endpoint,
-        target: Option<&Endpoint>,
-        outcome: Outcome,
-        accepted: Instant,
-        user: Option<&str>,
-    ) {
-        self.counters
-            .finished(outcome.end, outcome.up, outcome.down);
-        log::connection(&Record {
-            client,
-            listen: &self.label,
-            target,
-            up: outcome.up,
-            down: outcome.down,
-            duration: accepted.elapsed(),
-            end: outcome.end,
-            user,
-        });
-    }
 }
 
 /// A rule's state as it is now: what its accept loop hands each new connection. Swapped by a
@@ -263,6 +240,34 @@ impl Slot {
         } else {
             *self = Slot::acquire(state);
         }
+    }
+
+    /// The connection in this place has ended: it is counted, its place is given back,
+    /// then its one log line is written. In that order, so that whoever reads the line (or
+    /// scrapes the metrics after it) sees the connection gone from every count.
+    pub fn finish(
+        self,
+        client: &Endpoint,
+        target: Option<&Endpoint>,
+        outcome: Outcome,
+        accepted: Instant,
+        user: Option<&str>,
+    ) {
+        let state = Arc::clone(&self.state);
+        state
+            .counters
+            .finished(outcome.end, outcome.up, outcome.down);
+        drop(self);
+        log::connection(&Record {
+            client,
+            listen: &state.label,
+            target,
+            up: outcome.up,
+            down: outcome.down,
+            duration: accepted.elapsed(),
+            end: outcome.end,
+            user,
+        });
     }
 
     /// The rule this place belongs to.

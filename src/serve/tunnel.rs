@@ -104,8 +104,7 @@ pub fn serve(
         Ok(tunnel) => {
             let (peer, addr) = (peer.clone(), Endpoint::Ip(tunnel.addr));
             let done = move |outcome| {
-                let state = slot.state();
-                state.log_connection(&peer, Some(&addr), outcome, accepted, user.as_deref());
+                slot.finish(&peer, Some(&addr), outcome, accepted, user.as_deref());
             };
             hand_over(client, tunnel, state, origin, Box::new(done));
         }
@@ -119,7 +118,7 @@ pub fn serve(
             ));
             connect_head::reject(&client, refusal.status);
             let outcome = Outcome::nothing_relayed(refusal.end);
-            state.log_connection(peer, None, outcome, accepted, user.as_deref());
+            slot.finish(peer, None, outcome, accepted, user.as_deref());
         }
     }
 }
