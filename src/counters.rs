@@ -23,13 +23,18 @@ impl Counter {
     }
 }
 
-/// Client connections open now in the whole process, every rule's (removed ones' too): what a
-/// graceful stop waits for.
+/// Client connections open now in the whole process, every rule's (removed ones' too), each
+/// until its log line is written: what a graceful stop waits for.
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// Client connections open now in the whole process.
+/// Client connections open now in the whole process (their lines not yet written).
 pub fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::Acquire)
+}
+
+/// A connection's line is written (or it ended without one): it is no longer in flight.
+pub fn landed() {
+    IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Everything counted for one rule.
@@ -68,9 +73,8 @@ impl RuleCounters {
         IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A connection ended.
+    /// A connection ended (it is still in flight until [`landed`]).
     pub fn closed(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
     }
 }

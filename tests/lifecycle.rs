@@ -347,6 +347,42 @@ fn a_bad_file_or_a_taken_port_at_reload_changes_nothing() {
     assert_eq!(reloads("ok"), Some(1));
 }
 
+#[test]
+fn a_reload_moves_then_removes_the_metrics_listener() {
+    let a = Backend::named("a");
+    let listen = free_addr();
+    let (first, second) = (free_addr(), free_addr());
+    let config = Config::new(&format!("--stats {first}\n{listen} {}\n", a.addr));
+    let fwd = Tcpfwd::start(&["--config", config.path()]);
+    assert_eq!(fwd.stats_addr(), first);
+    assert!(http_get(first, "/metrics").status.contains("200"));
+
+    // Moved: the new address answers (and counts the reload), the old one is closed.
+    config.write(&format!("--stats {second}\n{listen} {}\n", a.addr));
+    signal(fwd.pid(), "HUP");
+    fwd.wait_line("reloaded ");
+    let text = http_get(second, "/metrics").body;
+    assert_eq!(
+        metric(&text, "tcpfwd_reloads_total{result=\"ok\"}"),
+        Some(1)
+    );
+    assert!(
+        wait_until(PATIENCE, || refused(first)),
+        "{first} still open"
+    );
+    assert_eq!(served_by(listen), "a");
+
+    // Removed: nothing answers metrics; the rule serves on.
+    config.write(&format!("{listen} {}\n", a.addr));
+    signal(fwd.pid(), "HUP");
+    fwd.wait_lines("reloaded ", 2);
+    assert!(
+        wait_until(PATIENCE, || refused(second)),
+        "{second} still open"
+    );
+    assert_eq!(served_by(listen), "a");
+}
+
 /// A ping through `s` (an echo backend behind it).
 fn ping(s: &mut TcpStream) {
     s.write_all(b"ping").unwrap();
@@ -464,6 +500,27 @@ fn a_second_sigterm_stops_at_once() {
         sent.elapsed()
     );
     assert!(log.contains("end=shutdown"), "{log}");
+}
+
+#[test]
+fn a_stop_writes_every_line_before_it_exits() {
+    // 200 connections cut by a second SIGTERM: each one's line is written before the
+    // process exits (a graceful stop waits for connections in flight, and a connection is in
+    // flight until its line is out).
+    const HELD: usize = 200;
+    let echo = Backend::echo();
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &echo.addr.to_string()]);
+    let mut clients: Vec<TcpStream> = (0..HELD).map(|_| connect(fwd.addr())).collect();
+    for client in &mut clients {
+        ping(client);
+    }
+    signal(fwd.pid(), "TERM");
+    fwd.wait_line("waiting up to 30s");
+    signal(fwd.pid(), "TERM");
+    let (code, log) = fwd.wait_exit();
+    assert_eq!(code, Some(0), "{log}");
+    let cut = log.lines().filter(|l| l.contains("end=shutdown")).count();
+    assert_eq!(cut, HELD, "{log}");
 }
 
 #[test]

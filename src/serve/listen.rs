@@ -179,9 +179,10 @@ pub fn bind_listen(
             })
         }
     };
-    let inherited = match opened.iter().all(|(_, inherits)| *inherits) {
-        true => preset,
-        false => Preset::default(),
+    let inherited = if opened.iter().all(|(_, inherits)| *inherits) {
+        preset
+    } else {
+        Preset::default()
     };
     Ok((
         opened.into_iter().map(|(socket, _)| socket).collect(),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::addr::Endpoint;
 use crate::config::rule::{Mode, Rule};
-use crate::counters::RuleCounters;
+use crate::counters::{self, RuleCounters};
 use crate::log::{self, Burst, Record};
 use crate::pool::dial::Dialer;
 use crate::pool::Pool;
@@ -244,9 +244,11 @@ impl Slot {
 
     /// The connection in this place has ended: it is counted, its place is given back,
     /// then its one log line is written. In that order, so that whoever reads the line (or
-    /// scrapes the metrics after it) sees the connection gone from every count.
+    /// scrapes the metrics after it) sees the connection gone from every count; and only
+    /// after the line it is no longer in flight, so a graceful stop that waits for none in
+    /// flight never exits before a line.
     pub fn finish(
-        self,
+        mut self,
         client: &Endpoint,
         target: Option<&Endpoint>,
         outcome: Outcome,
@@ -257,6 +259,10 @@ impl Slot {
         state
             .counters
             .finished(outcome.end, outcome.up, outcome.down);
+        let counted = std::mem::replace(&mut self.counted, false);
+        if counted {
+            state.counters.closed();
+        }
         drop(self);
         log::connection(&Record {
             client,
@@ -268,6 +274,9 @@ impl Slot {
             end: outcome.end,
             user,
         });
+        if counted {
+            counters::landed();
+        }
     }
 
     /// The rule this place belongs to.
@@ -286,6 +295,7 @@ impl Drop for Slot {
         let wake = count.waiting > 0;
         if self.counted {
             self.state.counters.closed();
+            counters::landed();
         }
         drop(count);
         if wake {
