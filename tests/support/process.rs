@@ -190,14 +190,18 @@ impl Tcpfwd {
         let deadline = Instant::now() + limit;
         let (list, cond) = &*self.lines;
         let mut guard = list.lock().unwrap();
+        // Only the lines added since the last look are read, so the lock is held briefly
+        // and the reader thread is not kept waiting by a long log (1,000 lines under qemu).
+        let (mut seen, mut matched) = (0, 0);
         loop {
-            let found: Vec<String> = guard
-                .iter()
-                .filter(|l| l.contains(needle))
-                .cloned()
-                .collect();
-            if found.len() >= count {
-                return found;
+            matched += guard[seen..].iter().filter(|l| l.contains(needle)).count();
+            seen = guard.len();
+            if matched >= count {
+                return guard
+                    .iter()
+                    .filter(|l| l.contains(needle))
+                    .cloned()
+                    .collect();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
@@ -205,7 +209,11 @@ impl Tcpfwd {
                 "no {count} lines with {needle:?} in time; log:\n{}",
                 guard.join("\n")
             );
-            guard = cond.wait_timeout(guard, left).unwrap().0;
+            // Woken by each new line, and at least every 100 ms: a missed wake-up costs a
+            // moment, not the whole wait, and each look releases the lock again for a reader
+            // queued on it (a CI run under qemu-user on MIPS saw the lines stop for 80 s).
+            let nap = left.min(Duration::from_millis(100));
+            guard = cond.wait_timeout(guard, nap).unwrap().0;
         }
     }
 
