@@ -63,18 +63,35 @@ pub fn free_port_block(count: u16) -> u16 {
 /// no test's port-0 bind or outgoing connection takes one meanwhile.
 const LOW_PORTS: std::ops::Range<u32> = 10_000..32_000;
 
+/// Ports this process has handed out: never handed out again, so that tests running at once
+/// in one test binary cannot be given the same port (one binding it between another's check
+/// and its own bind; the 10,000-rule test takes 10,000 of them).
+fn handed_out() -> std::sync::MutexGuard<'static, std::collections::HashSet<u16>> {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    given.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The first of `count` consecutive ports that `host` could bind a moment ago, in
-/// [`LOW_PORTS`]. Each call of a process starts further on.
+/// [`LOW_PORTS`], none of them handed out before by this process. Each call of a process
+/// starts further on.
 pub fn free_port_block_on(host: &str, count: u16) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let (low, span) = (LOW_PORTS.start, LOW_PORTS.len() as u32 - u32::from(count));
     let start = std::process::id() * 7919 + NEXT.fetch_add(4099, Ordering::SeqCst);
     let mut base = low + start % span;
-    for _ in 0..200 {
-        let busy = (0..count).find(|k| TcpListener::bind((host, base as u16 + k)).is_err());
-        match busy {
-            None => return base as u16,
+    let mut given = handed_out();
+    // Each try moves on by at least one port: enough tries to go once round the range.
+    for _ in 0..LOW_PORTS.len() {
+        let taken = |port: u16| given.contains(&port) || TcpListener::bind((host, port)).is_err();
+        match (0..count).find(|k| taken(base as u16 + k)) {
+            None => {
+                given.extend((0..count).map(|k| base as u16 + k));
+                return base as u16;
+            }
             // Start again after the busy port.
             Some(k) => base = low + (base - low + u32::from(k) + 1) % span,
         }
@@ -82,14 +99,18 @@ pub fn free_port_block_on(host: &str, count: u16) -> u16 {
     panic!("no {count} free consecutive ports on {host} in {LOW_PORTS:?}");
 }
 
-/// `count` ports in [`LOW_PORTS`] outside `besides` that `host` could bind a moment ago.
+/// `count` ports in [`LOW_PORTS`] outside `besides` that `host` could bind a moment ago, none
+/// handed out before by this process.
 pub fn free_ports_on(host: &str, count: usize, besides: std::ops::Range<u16>) -> Vec<u16> {
+    let mut given = handed_out();
     let free: Vec<u16> = LOW_PORTS
         .filter_map(|p| u16::try_from(p).ok())
-        .filter(|p| !besides.contains(p) && TcpListener::bind((host, *p)).is_ok())
+        .filter(|p| !besides.contains(p) && !given.contains(p))
+        .filter(|p| TcpListener::bind((host, *p)).is_ok())
         .take(count)
         .collect();
     assert_eq!(free.len(), count, "not {count} free ports on {host}");
+    given.extend(free.iter().copied());
     free
 }
 
