@@ -63,13 +63,14 @@ pub fn free_port_block(count: u16) -> u16 {
 /// no test's port-0 bind or outgoing connection takes one meanwhile.
 const LOW_PORTS: std::ops::Range<u32> = 10_000..32_000;
 
-/// Ports this process has handed out: never handed out again, so that tests running at once
-/// in one test binary cannot be given the same port (one binding it between another's check
-/// and its own bind; the 10,000-rule test takes 10,000 of them).
-fn handed_out() -> std::sync::MutexGuard<'static, std::collections::HashSet<u16>> {
+/// Ports this process has handed out, by host: never handed out again, so that tests running
+/// at once in one test binary cannot be given the same port (one binding it between another's
+/// check and its own bind). By host, as they bind: the 10,000-rule test's on 127.0.0.2 do not
+/// use up 127.0.0.1's.
+fn handed_out() -> std::sync::MutexGuard<'static, std::collections::HashSet<(String, u16)>> {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
-    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    static GIVEN: OnceLock<Mutex<HashSet<(String, u16)>>> = OnceLock::new();
     let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
     given.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -86,10 +87,12 @@ pub fn free_port_block_on(host: &str, count: u16) -> u16 {
     let mut given = handed_out();
     // Each try moves on by at least one port: enough tries to go once round the range.
     for _ in 0..LOW_PORTS.len() {
-        let taken = |port: u16| given.contains(&port) || TcpListener::bind((host, port)).is_err();
+        let taken = |port: u16| {
+            given.contains(&(host.to_string(), port)) || TcpListener::bind((host, port)).is_err()
+        };
         match (0..count).find(|k| taken(base as u16 + k)) {
             None => {
-                given.extend((0..count).map(|k| base as u16 + k));
+                given.extend((0..count).map(|k| (host.to_string(), base as u16 + k)));
                 return base as u16;
             }
             // Start again after the busy port.
@@ -105,12 +108,17 @@ pub fn free_ports_on(host: &str, count: usize, besides: std::ops::Range<u16>) ->
     let mut given = handed_out();
     let free: Vec<u16> = LOW_PORTS
         .filter_map(|p| u16::try_from(p).ok())
-        .filter(|p| !besides.contains(p) && !given.contains(p))
+        .filter(|p| !besides.contains(p) && !given.contains(&(host.to_string(), *p)))
         .filter(|p| TcpListener::bind((host, *p)).is_ok())
         .take(count)
         .collect();
-    assert_eq!(free.len(), count, "not {count} free ports on {host}");
-    given.extend(free.iter().copied());
+    assert_eq!(
+        free.len(),
+        count,
+        "not {count} free ports on {host} ({} handed out before)",
+        given.len()
+    );
+    given.extend(free.iter().map(|p| (host.to_string(), *p)));
     free
 }
 
