@@ -37,21 +37,7 @@ impl Timeouts {
 
 /// The read and write timeouts a socket has when the relay starts (`None` = none): a fresh
 /// socket has none; an accepted one may have its listener's (serve::accept).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Armed {
-    /// Its read timeout (SO_RCVTIMEO).
-    pub read: Option<Duration>,
-    /// Its write timeout (SO_SNDTIMEO).
-    pub write: Option<Duration>,
-}
-
-impl Armed {
-    /// No timeouts: a socket as created, or after a header was read with a deadline.
-    pub const NONE: Armed = Armed {
-        read: None,
-        write: None,
-    };
-}
+pub type Armed = crate::sys::Preset;
 
 /// Whether a socket whose timeout is `now` must be given `tick`: only when a timeout is
 /// configured and the socket would block longer than the tick.

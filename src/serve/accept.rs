@@ -107,10 +107,7 @@ impl Listener {
             socket: socket.into(),
             shared: AtomicBool::new(shared),
             stopped: AtomicBool::new(false),
-            inherited: Armed {
-                read: inherited.read,
-                write: inherited.write,
-            },
+            inherited,
         })
     }
 

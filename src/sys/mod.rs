@@ -350,15 +350,23 @@ pub fn set_listener_options(
     }
 }
 
-/// The socket timeouts a listener is given before it listens (Linux), which every client it
-/// accepts starts with: `read` (SO_RCVTIMEO, which Linux also applies to accept()) and
-/// `write` (SO_SNDTIMEO).
+/// A socket's read and write timeouts (`None` = none): those a listener is given before it
+/// listens (Linux), which every client it accepts starts with, and those the relay finds on
+/// a socket (`relay::Armed`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Preset {
-    /// The read timeout.
+    /// The read timeout (SO_RCVTIMEO, which Linux also applies to accept()).
     pub read: Option<Duration>,
-    /// The write timeout.
+    /// The write timeout (SO_SNDTIMEO).
     pub write: Option<Duration>,
+}
+
+impl Preset {
+    /// No timeouts: a socket as created, or after a header was read with a deadline.
+    pub const NONE: Preset = Preset {
+        read: None,
+        write: None,
+    };
 }
 
 /// Opens a TCP listener on `addr` with `backlog` (std's 128 when `None`) whose client-leg
