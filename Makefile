@@ -67,8 +67,14 @@ CROSS_ENV = CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_STRIP=true \
 # here, through target/zig-cc-ARCH (written below). Its first link builds musl (~2 min,
 # cached in ~/.cache/zig). lld keeps the MIPS .pdr sections (procedure descriptors, read by
 # no one, 16 % of the file); binutils' objcopy takes them out.
+# zig 0.15.2, not newer: from 0.16 zig's libc replaces musl's malloc with Zig's SmpAllocator,
+# whose locks spin without ever sleeping. With more threads than CPUs (tcpfwd runs two per
+# connection) a thread preempted while holding one leaves every other allocating thread
+# spinning through its time slice: ending 1,000 connections at once took 4 s with musl's
+# malloc, and 15-90 s in 1 run of 5 with zig 0.17.1's (README "C library on MIPS").
 ZIG_TARGETS = mipsel-unknown-linux-musl mips-unknown-linux-musl
-ZIGLANG    ?= ziglang==0.17.1
+ZIG_VERSION = 0.15.2
+ZIGLANG    ?= ziglang==$(ZIG_VERSION)
 ZIG_ARCH    = $(firstword $(subst -, ,$(TARGET)))
 ZIG_CC      = target/zig-cc-$(ZIG_ARCH)
 ZIG_TV      = $(shell echo $(TARGET) | tr a-z- A-Z_)
@@ -98,6 +104,9 @@ $(RUSTC_WRAPPER_FILE): Makefile
 ifneq ($(filter $(TARGET),$(ZIG_TARGETS)),)
 # Size-optimised release for TARGET: target/$(TARGET)/release/tcpfwd.
 cross: $(RUSTC_WRAPPER_FILE) $(ZIG_CC)
+	@v=$$(python3 -m ziglang version 2>/dev/null); [ "$$v" = "$(ZIG_VERSION)" ] || { \
+		echo "cross: zig $${v:-missing}, not $(ZIG_VERSION) (see ZIG_VERSION in the Makefile);" \
+			"make cross-setup installs it"; exit 1; }
 	$(CROSS_ENV) $(ZIG_ENV) timeout 1800 $(CARGO) build --release --target $(TARGET) $(ZIG_BUILD)
 	$(ZIG_ARCH)-linux-gnu-objcopy -R .pdr target/$(TARGET)/release/tcpfwd
 	@ls -l target/$(TARGET)/release/tcpfwd
@@ -127,7 +136,8 @@ cross-setup:
 	$(SHARED)/tools/cross-setup $(filter-out $(ZIG_TARGETS),$(CROSS_TARGETS)) \
 		$(patsubst %-musl,%-gnu,$(filter $(ZIG_TARGETS),$(CROSS_TARGETS)))
 	@if [ -n "$(filter $(ZIG_TARGETS),$(CROSS_TARGETS))" ]; then \
-		python3 -m ziglang version >/dev/null 2>&1 || python3 -m pip install -q "$(ZIGLANG)"; \
+		[ "$$(python3 -m ziglang version 2>/dev/null)" = "$(ZIG_VERSION)" ] || \
+			python3 -m pip install -q "$(ZIGLANG)"; \
 		echo "cross-setup: zig $$(python3 -m ziglang version)"; fi
 
 # What CI runs after `make check`.
