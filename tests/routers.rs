@@ -96,14 +96,20 @@ fn a_thousand_connections_fit_well_inside_a_32_bit_address_space() {
     // Both sides close: every connection ends cleanly and is logged.
     drop(clients);
     held_by_backend.lock().unwrap().clear();
-    // Under qemu-user on MIPS ending 1,000 connections at once took 4-14 s here, and once
-    // more than 20 s (not seen natively nor on armv7): a bound of its own, still bounded.
+    // Under qemu-user each connection's two threads end at once, 2,000 emulated threads: a
+    // bound of its own, still bounded. (With zig 0.17's malloc, which spins, this took
+    // 15-90+ s in 1 run of 5 on mipsel; with musl's, at most 6 s in 122: README, zig.)
     let limit = if under_emulation() {
         4 * PATIENCE
     } else {
         PATIENCE
     };
+    let ending = Instant::now();
     let ends = fwd.wait_lines_within("end=", CONNECTIONS, limit);
+    eprintln!(
+        "{CONNECTIONS} connections ended and logged in {:.1} s",
+        ending.elapsed().as_secs_f64()
+    );
     let unclean: Vec<&String> = ends
         .iter()
         .filter(|l| !l.ends_with("end=client-eof") && !l.ends_with("end=target-eof"))

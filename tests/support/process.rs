@@ -129,7 +129,8 @@ impl Tcpfwd {
                     eprintln!("tcpfwd: {line}");
                 }
                 let (list, cond) = &*sink;
-                list.lock().unwrap().push(line);
+                // A test that failed while it held the lock poisoned it; the lines still count.
+                list.lock().unwrap_or_else(|e| e.into_inner()).push(line);
                 cond.notify_all();
             }
         });
@@ -171,7 +172,11 @@ impl Tcpfwd {
 
     /// Everything logged so far.
     pub fn lines(&self) -> Vec<String> {
-        self.lines.0.lock().unwrap().clone()
+        self.lines
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits for a line containing `needle`; panics after [`PATIENCE`].
