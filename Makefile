@@ -70,8 +70,8 @@ CROSS_ENV = CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_STRIP=true \
 # zig 0.15.2, not newer: from 0.16 zig's libc replaces musl's malloc with Zig's SmpAllocator,
 # whose locks spin without ever sleeping. With more threads than CPUs (tcpfwd runs two per
 # connection) a thread preempted while holding one leaves every other allocating thread
-# spinning through its time slice: ending 1,000 connections at once took 4 s with musl's
-# malloc, and 15-90 s in 1 run of 5 with zig 0.17.1's (README "C library on MIPS").
+# spinning through its time slice: the 1,000-connection test under qemu (tests/routers.rs)
+# took 4-6 s with musl's malloc, and 15-90+ s in 1 run of 5 with zig 0.17.1's (README, zig).
 ZIG_TARGETS = mipsel-unknown-linux-musl mips-unknown-linux-musl
 ZIG_VERSION = 0.15.2
 ZIGLANG    ?= ziglang==$(ZIG_VERSION)

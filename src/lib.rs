@@ -1,12 +1,15 @@
 //! tcpfwd: a small, dependency-free TCP forwarder, load balancer and HTTP CONNECT proxy.
 //!
-//! The map, from the outside in (each layer imports only from the layers below it):
+//! A client travels config → serve → pool → wire → relay → sys. The map, in import order
+//! (each layer imports only from the layers below it); it differs from that path in one
+//! place: `config/` defines the typed `Rule` that `serve/` and `pool/` read (and a reload
+//! parses the file again), so it sits below them.
 //!
 //! | folder | job |
 //! |---|---|
-//! | `config/` | command line and config file → typed `Rule`s; `--check`, `--help` |
-//! | `serve/` | listen, accept, one session per client: forward or CONNECT tunnel; metrics endpoint; start-up limits |
+//! | `serve/` | listen, accept, one session per client: forward or CONNECT tunnel; metrics endpoint; start-up limits; reload, stop, hand-over |
 //! | `pool/` | the targets of a rule: balance, health, failover, dial |
+//! | `config/` | command line and config file → typed `Rule`s; `--check`, `--help` |
 //! | `wire/` | formats on the wire: the CONNECT head and its answers, the PROXY header |
 //! | `relay/` | the heart: two threads copy the bytes, half-close at EOF |
 //! | `threads.rs` | threads with small stacks; finished ones take the next work |

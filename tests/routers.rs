@@ -97,8 +97,8 @@ fn a_thousand_connections_fit_well_inside_a_32_bit_address_space() {
     drop(clients);
     held_by_backend.lock().unwrap().clear();
     // Under qemu-user each connection's two threads end at once, 2,000 emulated threads: a
-    // bound of its own, still bounded. (With zig 0.17's malloc, which spins, this took
-    // 15-90+ s in 1 run of 5 on mipsel; with musl's, at most 6 s in 122: README, zig.)
+    // bound of its own, still bounded. (With zig 0.17's malloc, which spins, this took up to
+    // 90 s and more on mipsel, 1 run in 5; with musl's, 0.2-0.3 s: README, zig.)
     let limit = if under_emulation() {
         4 * PATIENCE
     } else {

@@ -10,6 +10,7 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 mod linux;
 mod reason;
+mod signal;
 #[cfg(target_os = "linux")]
 pub mod signals;
 #[cfg(target_os = "linux")]
@@ -20,22 +21,11 @@ mod sigstack;
 mod unix;
 
 pub use reason::reason;
+pub use signal::Signal;
 #[cfg(target_os = "linux")]
 pub use signals::Signals;
 #[cfg(unix)]
 pub use unix::{peek, readable};
-
-/// A signal tcpfwd acts on (SPEC §7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux's handlers make them
-pub enum Signal {
-    /// SIGHUP: reload the config file.
-    Hup,
-    /// SIGTERM or SIGINT: stop gracefully.
-    Stop,
-    /// SIGUSR2: hand the listeners over to a new process.
-    Usr2,
-}
 
 /// Signals as messages to the main thread: not available here.
 #[cfg(not(target_os = "linux"))]

@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-use super::Signal;
+use super::signal::Signal;
 
 use super::signo::{SIGHUP, SIGINT, SIGTERM, SIGUSR2, SIG_UNBLOCK};
 
