@@ -383,6 +383,108 @@ fn a_reload_moves_then_removes_the_metrics_listener() {
     assert_eq!(served_by(listen), "a");
 }
 
+#[test]
+fn a_reload_that_cannot_open_the_new_metrics_address_changes_nothing() {
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let (listen, first) = (free_addr(), free_addr());
+    let config = Config::new(&format!("--stats {first}\n{listen} {}\n", a.addr));
+    let fwd = Tcpfwd::start(&["--config", config.path()]);
+    assert_eq!(fwd.stats_addr(), first);
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    config.write(&format!("--stats {taken_addr}\n{listen} {}\n", b.addr));
+    signal(fwd.pid(), "HUP");
+    let line = fwd.wait_line("reload failed: ");
+    assert!(
+        line.contains(&format!("{taken_addr}: address in use")),
+        "{line}"
+    );
+    // Nothing changed: the rule keeps its target, the metrics stay where they were.
+    assert_eq!(served_by(listen), "a");
+    let text = http_get(first, "/metrics").body;
+    assert_eq!(
+        metric(&text, "tcpfwd_reloads_total{result=\"failed\"}"),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_reload_sets_the_verbosity_the_file_asks_for() {
+    // Targets: a dead one first, then "a" (--balance first): every connection fails over,
+    // which only -v tells (a step line before the connection's line).
+    let a = Backend::named("a");
+    let (listen, dead) = (free_addr(), closed_port());
+    let rule = format!(
+        "{listen} {dead} {} --balance first --down-after 9\n",
+        a.addr
+    );
+    let config = Config::new(&rule);
+    let fwd = Tcpfwd::start(&["--config", config.path()]);
+    let step = "client 127.0.0.1: failed over";
+    assert_eq!(served_by(listen), "a");
+    fwd.wait_lines("end=", 1);
+    assert!(
+        !fwd.lines().iter().any(|l| l.starts_with(step)),
+        "-v detail without -v"
+    );
+
+    config.write(&format!("-v\n{rule}"));
+    signal(fwd.pid(), "HUP");
+    fwd.wait_line("reloaded ");
+    assert_eq!(served_by(listen), "a");
+    fwd.wait_line(step);
+    fwd.wait_lines("end=", 2);
+
+    // -q: clean ends go unlogged. A stop writes every line before the process exits, so
+    // after it the log is complete.
+    config.write(&format!("-q\n{rule}"));
+    signal(fwd.pid(), "HUP");
+    fwd.wait_lines("reloaded ", 2);
+    assert_eq!(served_by(listen), "a");
+    signal(fwd.pid(), "TERM");
+    let (code, log) = fwd.wait_exit();
+    assert_eq!(code, Some(0), "{log}");
+    let after_q = log.split("reloaded ").nth(2).unwrap_or_default();
+    assert!(
+        !after_q.contains("end="),
+        "a clean end logged under -q:\n{log}"
+    );
+    assert!(!after_q.contains(step), "-v detail under -q:\n{log}");
+}
+
+#[test]
+fn a_reload_keeps_the_health_of_a_target_still_in_its_rule() {
+    // A dead first target is marked down by one failed connect (for a minute); a reload that
+    // changes the rule but keeps the target's text keeps it down: the next client is not sent
+    // to it again.
+    let a = Backend::named("a");
+    let (listen, dead) = (free_addr(), closed_port());
+    let targets = format!(
+        "{dead} {} --balance first --down-after 1 --down-for 1m",
+        a.addr
+    );
+    let config = Config::new(&format!("-v\n{listen} {targets}\n"));
+    let fwd = Tcpfwd::start(&["--config", config.path()]);
+    assert_eq!(served_by(listen), "a");
+    fwd.wait_line("client 127.0.0.1: failed over");
+    config.write(&format!("-v\n{listen} {targets} --idle-timeout 5m\n"));
+    signal(fwd.pid(), "HUP");
+    let line = fwd.wait_line("reloaded ");
+    assert!(line.ends_with("(0 added, 0 removed, 1 changed)"), "{line}");
+    assert_eq!(served_by(listen), "a");
+    // A down target is left out of the plan: the connection's line comes with no attempt.
+    fwd.wait_lines("end=", 2);
+    let log = fwd.lines();
+    let failovers = log
+        .iter()
+        .filter(|l| l.contains(": failed over to "))
+        .count();
+    assert_eq!(
+        failovers, 1,
+        "the dead target was tried again after the reload:\n{log:#?}"
+    );
+}
+
 /// A ping through `s` (an echo backend behind it).
 fn ping(s: &mut TcpStream) {
     s.write_all(b"ping").unwrap();
@@ -700,6 +802,40 @@ fn socket_activation_uses_inherited_sockets() {
     for name in ["LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="] {
         assert!(!environ.contains(name), "{name} left in the environment");
     }
+}
+
+#[test]
+fn a_reload_keeps_an_inherited_socket() {
+    if skip_under_emulation("the launcher execs tcpfwd directly") {
+        return;
+    }
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let web = free_addr();
+    let config = Config::new(&format!("{web} {}\n", a.addr));
+    let spec = [
+        web.to_string(),
+        env!("CARGO_BIN_EXE_tcpfwd").to_string(),
+        "--config".to_string(),
+        config.path().to_string(),
+    ]
+    .join("\u{1f}");
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "socket_activation_launcher", "--nocapture", "-q"])
+        .env("LIFECYCLE_LAUNCH", spec);
+    let fwd = Tcpfwd::from_command(command);
+    fwd.wait_line(&format!("listening on {web} (rule {web})"));
+    assert_eq!(served_by(web), "a");
+    let socket = || std::fs::read_link(format!("/proc/{}/fd/3", fwd.pid())).ok();
+    let before = socket().expect("the inherited socket at 3");
+    // A changed target: the rule is kept, so is its socket (a bind of its own would fail:
+    // the inherited socket holds the port).
+    config.write(&format!("{web} {}\n", b.addr));
+    signal(fwd.pid(), "HUP");
+    let line = fwd.wait_line("reloaded ");
+    assert!(line.ends_with("(0 added, 0 removed, 1 changed)"), "{line}");
+    assert_eq!(served_by(web), "b");
+    assert_eq!(socket(), Some(before), "the inherited socket was replaced");
 }
 
 #[test]
