@@ -408,19 +408,37 @@ fn a_reload_that_cannot_open_the_new_metrics_address_changes_nothing() {
     );
 }
 
-#[test]
-fn a_reload_sets_the_verbosity_the_file_asks_for() {
-    // Targets: a dead one first, then "a" (--balance first): every connection fails over,
-    // which only -v tells (a step line before the connection's line).
+/// What `-v` logs when a connection fails over.
+const FAILED_OVER: &str = "client 127.0.0.1: failed over";
+
+/// A rule whose first target is dead and whose second is `a` (`--balance first`): a
+/// connection fails over, a step only `-v` logs.
+struct FailingOver {
+    a: Backend,
+    listen: SocketAddr,
+    /// The rule's line without its end: listen address, targets, `options`.
+    rule: String,
+}
+
+fn failing_over(options: &str) -> FailingOver {
     let a = Backend::named("a");
     let (listen, dead) = (free_addr(), closed_port());
-    let rule = format!(
-        "{listen} {dead} {} --balance first --down-after 9\n",
-        a.addr
-    );
+    let rule = format!("{listen} {dead} {} --balance first {options}", a.addr);
+    FailingOver { a, listen, rule }
+}
+
+#[test]
+fn a_reload_sets_the_verbosity_the_file_asks_for() {
+    let FailingOver {
+        a: _a,
+        listen,
+        rule,
+        ..
+    } = failing_over("--down-after 9");
+    let rule = format!("{rule}\n");
     let config = Config::new(&rule);
     let fwd = Tcpfwd::start(&["--config", config.path()]);
-    let step = "client 127.0.0.1: failed over";
+    let step = FAILED_OVER;
     assert_eq!(served_by(listen), "a");
     fwd.wait_lines("end=", 1);
     assert!(
@@ -457,17 +475,17 @@ fn a_reload_keeps_the_health_of_a_target_still_in_its_rule() {
     // A dead first target is marked down by one failed connect (for a minute); a reload that
     // changes the rule but keeps the target's text keeps it down: the next client is not sent
     // to it again.
-    let a = Backend::named("a");
-    let (listen, dead) = (free_addr(), closed_port());
-    let targets = format!(
-        "{dead} {} --balance first --down-after 1 --down-for 1m",
-        a.addr
-    );
-    let config = Config::new(&format!("-v\n{listen} {targets}\n"));
+    let FailingOver {
+        a: _a,
+        listen,
+        rule,
+        ..
+    } = failing_over("--down-after 1 --down-for 1m");
+    let config = Config::new(&format!("-v\n{rule}\n"));
     let fwd = Tcpfwd::start(&["--config", config.path()]);
     assert_eq!(served_by(listen), "a");
-    fwd.wait_line("client 127.0.0.1: failed over");
-    config.write(&format!("-v\n{listen} {targets} --idle-timeout 5m\n"));
+    fwd.wait_line(FAILED_OVER);
+    config.write(&format!("-v\n{rule} --idle-timeout 5m\n"));
     signal(fwd.pid(), "HUP");
     let line = fwd.wait_line("reloaded ");
     assert!(line.ends_with("(0 added, 0 removed, 1 changed)"), "{line}");
@@ -763,6 +781,18 @@ fn socket_activation_launcher() {
     panic!("launcher: exec {program}: {error}");
 }
 
+/// tcpfwd `args`, started by [`socket_activation_launcher`] with sockets bound at `addrs`
+/// (comma-separated) as 3, 4, …
+fn launched(addrs: &str, args: &[&str]) -> Tcpfwd {
+    let mut spec = vec![addrs, env!("CARGO_BIN_EXE_tcpfwd")];
+    spec.extend_from_slice(args);
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "socket_activation_launcher", "--nocapture", "-q"])
+        .env("LIFECYCLE_LAUNCH", spec.join("\u{1f}"));
+    Tcpfwd::from_command(command)
+}
+
 #[test]
 fn socket_activation_uses_inherited_sockets() {
     if skip_under_emulation("the launcher execs tcpfwd directly") {
@@ -770,18 +800,10 @@ fn socket_activation_uses_inherited_sockets() {
     }
     let a = Backend::named("a");
     let (web, spare) = (free_addr(), free_addr());
-    let spec = [
-        format!("{web},{spare}"),
-        env!("CARGO_BIN_EXE_tcpfwd").to_string(),
-        web.to_string(),
-        a.addr.to_string(),
-    ]
-    .join("\u{1f}");
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", "socket_activation_launcher", "--nocapture", "-q"])
-        .env("LIFECYCLE_LAUNCH", spec);
-    let fwd = Tcpfwd::from_command(command);
+    let fwd = launched(
+        &format!("{web},{spare}"),
+        &[&web.to_string(), &a.addr.to_string()],
+    );
     fwd.wait_line(&format!("listening on {web} (rule {web})"));
     fwd.wait_line(&format!(
         "inherited socket 4 on {spare} matches no rule: closed"
@@ -812,18 +834,7 @@ fn a_reload_keeps_an_inherited_socket() {
     let (a, b) = (Backend::named("a"), Backend::named("b"));
     let web = free_addr();
     let config = Config::new(&format!("{web} {}\n", a.addr));
-    let spec = [
-        web.to_string(),
-        env!("CARGO_BIN_EXE_tcpfwd").to_string(),
-        "--config".to_string(),
-        config.path().to_string(),
-    ]
-    .join("\u{1f}");
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", "socket_activation_launcher", "--nocapture", "-q"])
-        .env("LIFECYCLE_LAUNCH", spec);
-    let fwd = Tcpfwd::from_command(command);
+    let fwd = launched(&web.to_string(), &["--config", config.path()]);
     fwd.wait_line(&format!("listening on {web} (rule {web})"));
     assert_eq!(served_by(web), "a");
     let socket = || std::fs::read_link(format!("/proc/{}/fd/3", fwd.pid())).ok();
