@@ -167,6 +167,16 @@ fn can_run_as_nobody() -> bool {
             .is_ok_and(|s| s.success())
 }
 
+/// Held by each test that runs processes as `nobody`: RLIMIT_NPROC counts all of the user's
+/// tasks, so one test's processes would count against another's limit.
+#[cfg(target_os = "linux")]
+static AS_NOBODY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cfg(target_os = "linux")]
+fn one_test_as_nobody() -> std::sync::MutexGuard<'static, ()> {
+    AS_NOBODY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(target_os = "linux")]
 /// `nobody` with a process limit of 100 (`ulimit -u 100`): RLIMIT_NPROC counts threads.
 const AS_NOBODY_WITH_100_TASKS: [&str; 6] = [
@@ -181,6 +191,7 @@ const AS_NOBODY_WITH_100_TASKS: [&str; 6] = [
 #[cfg(target_os = "linux")]
 #[test]
 fn a_non_root_user_under_ulimit_u_gets_the_connections_that_fit() {
+    let _alone = one_test_as_nobody();
     if !can_run_as_nobody() {
         eprintln!("skipped: needs root, prlimit and setpriv to run tcpfwd as nobody");
         return;
@@ -218,6 +229,110 @@ fn a_non_root_user_under_ulimit_u_gets_the_connections_that_fit() {
         !fwd.lines().iter().any(|l| l.contains("cannot start")),
         "{}",
         fwd.lines().join("\n")
+    );
+}
+
+/// Sleeping processes of user `nobody`, killed (by their pids) and reaped when dropped.
+#[cfg(target_os = "linux")]
+struct TasksOfNobody(Vec<std::process::Child>);
+
+#[cfg(target_os = "linux")]
+impl TasksOfNobody {
+    /// `count` of them. They are started by root, whose own limit applies to them, so they
+    /// take nobody past a `ulimit -u` that a process of nobody's lives under.
+    fn start(count: usize) -> TasksOfNobody {
+        let children = (0..count)
+            .map(|_| {
+                std::process::Command::new("setpriv")
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                    .args(["sleep", "60"])
+                    .spawn()
+                    .expect("start a sleeping process as nobody")
+            })
+            .collect();
+        TasksOfNobody(children)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for TasksOfNobody {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn threads_that_cannot_start_are_logged_once_per_burst_and_serving_resumes() {
+    let _alone = one_test_as_nobody();
+    if !can_run_as_nobody() {
+        eprintln!("skipped: needs root, prlimit and setpriv to run tcpfwd as nobody");
+        return;
+    }
+    if skip_under_emulation("qemu's own threads count against the process limit") {
+        return;
+    }
+    let backend = Backend::echo();
+    let target = backend.addr.to_string();
+    let fwd = Tcpfwd::start_wrapped(&AS_NOBODY_WITH_100_TASKS, &["127.0.0.1:0", &target]);
+    let idle = threads_of(fwd.pid()).expect("tcpfwd's threads");
+    let mut before = connect(fwd.addr());
+    assert_eq!(echo_once(&mut before, b"before"), b"before");
+    drop(before);
+    // Its two threads wait as spares, then end (2 s): until then they could take the work.
+    assert!(wait_until(PATIENCE, || threads_of(fwd.pid())
+        .is_some_and(|t| t <= idle)));
+    // Nobody past its 100 tasks: no thread of tcpfwd's can start now. Thirty clients, each
+    // ended for want of a thread (the acceptor cannot recruit a replacement, the relay has
+    // no second thread), in well under the 5 s a burst line is repeated after.
+    let hogs = TasksOfNobody::start(100);
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        let mut c = connect(fwd.addr());
+        let _ = c.write_all(b"x");
+        let mut byte = [0u8; 1];
+        // An end (EOF or a reset), not the echo.
+        assert!(
+            !matches!(c.read(&mut byte), Ok(1)),
+            "client {i} was relayed"
+        );
+    }
+    let elapsed = started.elapsed();
+    drop(hogs);
+    // Threads start again: clients are relayed, and the first after the burst has been
+    // quiet for 2 s ends it with a line and a count (one client every 200 ms until then).
+    let again = "relay threads start again after ";
+    let ended = || fwd.lines().into_iter().find(|l| l.starts_with(again));
+    assert!(wait_until(PATIENCE, || {
+        let mut after = connect(fwd.addr());
+        assert_eq!(echo_once(&mut after, b"after"), b"after");
+        wait_until(Duration::from_millis(200), || ended().is_some())
+    }));
+    let ended = ended().unwrap_or_default();
+    assert!(
+        ended.ends_with("(30 connections ended for want of one)"),
+        "{ended}"
+    );
+    let lines = fwd.lines();
+    let failing: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("cannot start"))
+        .collect();
+    assert!(
+        !failing.is_empty(),
+        "no thread failed to start:\n{}",
+        lines.join("\n")
+    );
+    // One line per condition when it starts, and one more per 5 s while it lasts.
+    let allowed = 2 * (1 + elapsed.as_secs() as usize / 5);
+    assert!(
+        failing.len() <= allowed,
+        "{} lines in {elapsed:?}:\n{}",
+        failing.len(),
+        lines.join("\n")
     );
 }
 
