@@ -107,6 +107,52 @@ fn check_prints_rules_with_comments_quotes_and_command_line_defaults() {
 }
 
 #[test]
+fn the_defaults_help_shows_are_the_defaults() {
+    // Each option's default in `--help` (its last column), given explicitly, makes the same
+    // rules and process options as leaving the option out: `--check` prints both alike.
+    let (_, help, _) = run(&["--help"]);
+    let header = help
+        .lines()
+        .find(|l| l.starts_with("Rule options:"))
+        .expect("a Rule options table");
+    let column = header.find("default").expect("a default column");
+    let shown = |args: &[&str]| {
+        let (code, out, err) = run(args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    let mut checked = Vec::new();
+    // The rule options, then the process options (the same column).
+    for line in help.lines().skip_while(|l| *l != header).skip(1) {
+        if line.starts_with("Signals:") {
+            break;
+        }
+        if !line.starts_with("  --") {
+            continue;
+        }
+        let option = line.split_whitespace().next().unwrap_or_default();
+        let default = line.get(column..).unwrap_or_default().trim();
+        // The first word: "0 (never)" is 0. Words that are no value (off, none, all, the
+        // kernel's or system's own) are not given.
+        let value = default.split(' ').next().unwrap_or_default();
+        if ["", "off", "none", "all", "kernel's", "system's", "OS's"].contains(&value) {
+            continue;
+        }
+        let rule: &[&str] = if line.contains("CONNECT:") {
+            &["--connect", "127.0.0.1:1"]
+        } else {
+            &["127.0.0.1:1", "127.0.0.1:2"]
+        };
+        let plain = shown(&[&["--check"], rule].concat());
+        let given = shown(&[&["--check"], rule, &[option, value]].concat());
+        assert_eq!(given, plain, "--help says {option} defaults to {default:?}");
+        checked.push(option);
+    }
+    assert!(checked.len() >= 12, "only {checked:?}");
+    assert!(checked.contains(&"--grace"), "{checked:?}");
+}
+
+#[test]
 fn every_config_error_names_the_file_and_line_and_exits_2() {
     let cases = [
         (

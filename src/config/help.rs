@@ -16,7 +16,7 @@ LISTEN: HOST:PORT, [V6]:PORT or :PORT (IPv4 and IPv6), a range HOST:P1-P2 (one r
   ,weight=N (1-1000, default 1) ,max-conns=N ,backup
 DUR: 250ms 5s 1.5s 2m 1h, or bare seconds.   SIZE: 1500 16k 1m.
 
-Rule options:                                      default
+Rule options:                                                      default
   --balance POLICY      round-robin|least-conn|source-hash|first   round-robin
   --connect-timeout DUR budget to connect to one target            5s
   --idle-timeout DUR    close after DUR with no byte either way    0 (never)
