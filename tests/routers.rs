@@ -5,28 +5,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use support::*;
 
 const CONNECTIONS: usize = 1000;
-
-type Held = Arc<Mutex<Vec<TcpStream>>>;
-
-/// A backend that greets each client and keeps its connection open until the test lets go
-/// (no thread per held connection, so the test itself stays small when emulated too).
-fn greeting_holder() -> (Backend, Held) {
-    let held: Held = Arc::default();
-    let keep = Arc::clone(&held);
-    let backend = Backend::start(move |mut s| {
-        let _ = s.write_all(b"ok");
-        keep.lock().unwrap().push(s);
-    });
-    (backend, held)
-}
 
 /// Address space and resident memory of a process, where they can be told (see support).
 fn memory(pid: u32) -> Option<(u64, u64)> {

@@ -54,8 +54,13 @@ impl Pair {
 impl Pair {
     /// A read of 0 from a socket that failed (its error went to the other thread) is no EOF:
     /// while no FIN was sent on it, only a failure closes it.
+    ///
+    /// The socket's state is read first, then whether the other direction sent our FIN on it:
+    /// in the other order a FIN sent (and answered) between the two looks like a failure,
+    /// and a clean end was logged as a reset and passed on as one (1 run in 20 of 1,000
+    /// connections ending at once; tcpdump showed a clean FIN exchange on the client's side).
     pub fn failed_under(&self, dir: Direction, from: &Stream) -> bool {
-        !self.timers.has_finished(dir.other()) && from.as_tcp().is_some_and(sys::closed_by_failure)
+        from.as_tcp().is_some_and(sys::closed_by_failure) && !self.timers.has_finished(dir.other())
     }
 
     /// Before both sockets are shut down for `end`: when one side failed (a reset, or the

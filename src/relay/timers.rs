@@ -105,14 +105,16 @@ impl Timers {
         }
     }
 
-    /// `dir` reached EOF.
+    /// `dir` reached EOF (before it passes the EOF on: see [`Timers::has_finished`]).
     pub fn finished(&self, dir: Direction) {
-        self.finished_at[dir as usize].store(self.now() + 1, Ordering::Relaxed);
+        self.finished_at[dir as usize].store(self.now() + 1, Ordering::SeqCst);
     }
 
-    /// Whether `dir` reached EOF (and passed it on).
+    /// Whether `dir` reached EOF (and passed it on). The other copier asks this after it
+    /// found its socket closed, to tell the FIN this direction sent from a failure: the
+    /// strongest ordering, so the answer is not read ahead of that look.
     pub fn has_finished(&self, dir: Direction) -> bool {
-        self.finished_at[dir as usize].load(Ordering::Relaxed) != 0
+        self.finished_at[dir as usize].load(Ordering::SeqCst) != 0
     }
 
     /// Called when a blocking call in `dir` timed out: the end if a timeout has expired, else

@@ -168,3 +168,18 @@ pub fn served_from(source: &str, addr: SocketAddr) -> String {
     s.read_exact(&mut byte).expect("a greeting");
     String::from_utf8_lossy(&byte).into_owned()
 }
+
+/// Connections a [`greeting_holder`] keeps open until the test lets go (clears it).
+pub type Held = Arc<std::sync::Mutex<Vec<TcpStream>>>;
+
+/// A backend that greets each client with `ok` and keeps its connection open until the test
+/// lets go (no thread per held connection, so the test itself stays small when emulated too).
+pub fn greeting_holder() -> (Backend, Held) {
+    let held: Held = Arc::default();
+    let keep = Arc::clone(&held);
+    let backend = Backend::start(move |mut s| {
+        let _ = s.write_all(b"ok");
+        keep.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    });
+    (backend, held)
+}

@@ -28,7 +28,7 @@ mod wait;
 
 // Each test file uses a part of these: the rest is not an unused import.
 #[allow(unused_imports)]
-pub use backend::{hold, served_by, served_from, Backend};
+pub use backend::{greeting_holder, hold, served_by, served_from, Backend, Held};
 #[allow(unused_imports)]
 pub use checks::{
     assert_closed_without_data, assert_denied, echo_both_ways_at_once, echo_through, Duplex,
