@@ -188,20 +188,31 @@ const AS_NOBODY_WITH_100_TASKS: [&str; 6] = [
     "--clear-groups",
 ];
 
+/// tcpfwd as `nobody` under `ulimit -u 100`, forwarding to an echo backend, while no other
+/// test runs processes as nobody (the guard); `None`, saying why, where that cannot be done.
 #[cfg(target_os = "linux")]
-#[test]
-fn a_non_root_user_under_ulimit_u_gets_the_connections_that_fit() {
-    let _alone = one_test_as_nobody();
+fn echo_as_nobody_with_100_tasks() -> Option<(std::sync::MutexGuard<'static, ()>, Backend, Tcpfwd)>
+{
+    let alone = one_test_as_nobody();
     if !can_run_as_nobody() {
         eprintln!("skipped: needs root, prlimit and setpriv to run tcpfwd as nobody");
-        return;
+        return None;
     }
     if skip_under_emulation("qemu's own threads count against the process limit") {
-        return;
+        return None;
     }
     let backend = Backend::echo();
     let target = backend.addr.to_string();
     let fwd = Tcpfwd::start_wrapped(&AS_NOBODY_WITH_100_TASKS, &["127.0.0.1:0", &target]);
+    Some((alone, backend, fwd))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_non_root_user_under_ulimit_u_gets_the_connections_that_fit() {
+    let Some((_alone, backend, fwd)) = echo_as_nobody_with_100_tasks() else {
+        return;
+    };
     // 100 tasks, two threads per connection, a few for the process: about 47 connections.
     let warning = fwd.wait_line("warning: the process limit (ulimit -u) of 100");
     let fit: usize = warning
@@ -267,17 +278,9 @@ impl Drop for TasksOfNobody {
 #[cfg(target_os = "linux")]
 #[test]
 fn threads_that_cannot_start_are_logged_once_per_burst_and_serving_resumes() {
-    let _alone = one_test_as_nobody();
-    if !can_run_as_nobody() {
-        eprintln!("skipped: needs root, prlimit and setpriv to run tcpfwd as nobody");
+    let Some((_alone, _backend, fwd)) = echo_as_nobody_with_100_tasks() else {
         return;
-    }
-    if skip_under_emulation("qemu's own threads count against the process limit") {
-        return;
-    }
-    let backend = Backend::echo();
-    let target = backend.addr.to_string();
-    let fwd = Tcpfwd::start_wrapped(&AS_NOBODY_WITH_100_TASKS, &["127.0.0.1:0", &target]);
+    };
     let idle = threads_of(fwd.pid()).expect("tcpfwd's threads");
     let mut before = connect(fwd.addr());
     assert_eq!(echo_once(&mut before, b"before"), b"before");
