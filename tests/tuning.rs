@@ -1,5 +1,6 @@
-//! Tuning the TCP segments, black-box: `--mss` clamps the segments a client may send, and
-//! `--segment-size` still relays byte-exact.
+//! Tuning, black-box: `--mss` clamps the segments a client may send, `--segment-size` still
+//! relays byte-exact, and every thread runs under `SCHED_BATCH` unless tcpfwd was started
+//! under a policy of someone's choosing (Linux).
 
 mod support;
 
@@ -45,4 +46,63 @@ fn segment_size_still_relays_a_large_transfer_byte_exact() {
     echo_through(fwd.addr(), size);
     let line = fwd.wait_line("end=client-eof");
     assert!(line.contains(&format!("up={size} down={size} ")), "{line}");
+}
+
+/// Linux's scheduling policies as `/proc` shows them.
+#[cfg(target_os = "linux")]
+const SCHED_BATCH: u32 = 3;
+#[cfg(target_os = "linux")]
+const SCHED_IDLE: u32 = 5;
+
+/// Starts `fwd`'s connection threads (three held connections, one round trip each) and
+/// returns the policy of each of its threads then.
+#[cfg(target_os = "linux")]
+fn policies_while_serving(fwd: &Tcpfwd) -> Vec<u32> {
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let mut client = connect(fwd.addr());
+            client.write_all(b"ping").unwrap();
+            let mut echoed = [0; 4];
+            client.read_exact(&mut echoed).unwrap();
+            assert_eq!(&echoed, b"ping");
+            client
+        })
+        .collect();
+    // Main, signals, acceptor(s) and two threads per held connection.
+    let policies = policies_of(fwd.pid()).unwrap();
+    assert!(policies.len() >= 7, "{} threads", policies.len());
+    drop(held);
+    policies
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn every_thread_runs_under_sched_batch() {
+    let backend = Backend::echo();
+    let fwd = Tcpfwd::start(&["127.0.0.1:0", &backend.addr.to_string()]);
+    let policies = policies_while_serving(&fwd);
+    assert!(
+        policies.iter().all(|&p| p == SCHED_BATCH),
+        "policies {policies:?}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_policy_chosen_by_whoever_started_tcpfwd_is_kept() {
+    let chrt = std::process::Command::new("chrt").arg("--help").output();
+    if !chrt.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: no chrt (util-linux)");
+        return;
+    }
+    let backend = Backend::echo();
+    let fwd = Tcpfwd::start_wrapped(
+        &["chrt", "--idle", "0"],
+        &["127.0.0.1:0", &backend.addr.to_string()],
+    );
+    let policies = policies_while_serving(&fwd);
+    assert!(
+        policies.iter().all(|&p| p == SCHED_IDLE),
+        "policies {policies:?}"
+    );
 }

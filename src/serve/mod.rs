@@ -71,6 +71,7 @@ pub fn run(setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
 fn serve(mut setup: Setup, args: Vec<OsString>) -> Result<(), ServeError> {
     log::set_verbosity(setup.process.verbosity);
     sys::limit_malloc_arenas();
+    sys::batch_scheduling();
     let signals = lifecycle::install();
     let mut inherited = Inherited::take();
     let listeners = setup.rules.len() as u64 + u64::from(setup.process.stats.is_some());

@@ -122,7 +122,24 @@ extern "C" {
     #[cfg(target_env = "gnu")]
     fn mallopt(param: c_int, value: c_int) -> c_int;
     fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
+    // pthread_t is an integer (glibc) or a pointer (musl): pointer-sized either way.
+    fn pthread_self() -> usize;
+    fn pthread_getschedparam(thread: usize, policy: *mut c_int, param: *mut SchedParam) -> c_int;
+    fn pthread_setschedparam(thread: usize, policy: c_int, param: *const SchedParam) -> c_int;
 }
+
+/// `struct sched_param`: the kernel reads and writes only the first `int` (the priority, 0
+/// for the policies used here); musl's struct is larger (reserved fields), which the spare
+/// room covers.
+#[repr(C)]
+struct SchedParam {
+    priority: c_int,
+    reserved: [c_int; 15],
+}
+
+/// The kernel's default policy (`SCHED_OTHER`) and the one for throughput (`SCHED_BATCH`).
+const SCHED_OTHER: c_int = 0;
+const SCHED_BATCH: c_int = 3;
 
 /// A C call's `0` as `Ok`, anything else as the OS error it left in errno.
 fn check(rc: c_int) -> io::Result<()> {
@@ -314,6 +331,37 @@ pub fn limit_arenas(arenas: c_int) {
 pub fn trim_heap() {
     // SAFETY: malloc_trim takes a size and touches only malloc's own state, under its locks.
     unsafe { malloc_trim(0) };
+}
+
+/// Puts the calling thread under `SCHED_BATCH` if it is under the default policy; returns
+/// whether it did. Any other policy was chosen by whoever started tcpfwd and is kept. Through
+/// pthreads because musl's `sched_setscheduler` is a stub that always fails.
+pub fn batch_scheduling() -> io::Result<bool> {
+    let mut param = SchedParam {
+        priority: 0,
+        reserved: [0; 15],
+    };
+    let mut policy: c_int = -1;
+    // SAFETY: both calls take the calling thread's own handle and a pointer to a live,
+    // large enough `SchedParam` (and `policy`); they return an error number, not -1.
+    unsafe {
+        let me = pthread_self();
+        errno_check(pthread_getschedparam(me, &mut policy, &mut param))?;
+        if policy != SCHED_OTHER {
+            return Ok(false);
+        }
+        param.priority = 0;
+        errno_check(pthread_setschedparam(me, SCHED_BATCH, &param))?;
+    }
+    Ok(true)
+}
+
+/// A pthread call's result: `0`, or the error number itself.
+fn errno_check(rc: c_int) -> io::Result<()> {
+    match rc {
+        0 => Ok(()),
+        code => Err(io::Error::from_raw_os_error(code)),
+    }
 }
 
 pub fn nofile_limit() -> io::Result<Rlimit> {

@@ -525,6 +525,17 @@ pub fn limit_malloc_arenas() {
     linux::limit_arenas(2);
 }
 
+/// Runs the calling thread, and every thread it starts from now on (they inherit it), under
+/// Linux's `SCHED_BATCH` policy, unless whoever started tcpfwd chose a policy other than the
+/// default. A batch thread that wakes (data arrived) does not preempt the thread running on
+/// its CPU; it runs when that one blocks or its time slice ends. A connection wakes its two
+/// threads about five times, and each preemption is a switch more: README "Scheduling".
+/// Called before any thread starts; elsewhere, or if it fails, nothing changes.
+pub fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    let _ = linux::batch_scheduling();
+}
+
 /// Gives memory that malloc keeps after a burst of connections back to the system (glibc
 /// keeps freed arenas' memory otherwise: RSS stayed at the burst's peak). Elsewhere a no-op:
 /// musl returns freed memory by itself.

@@ -49,7 +49,7 @@ pub use process::{run, signal, tcpfwd_command, temp_file, Tcpfwd};
 #[allow(unused_imports)]
 pub use procfs::{
     address_space_of, close_wait_of, cpu_ticks, cpu_ticks_with_children, fds_of, guest_memory_of,
-    resident_of, threads_of, GuestMemory,
+    policies_of, resident_of, threads_of, GuestMemory,
 };
 #[allow(unused_imports)]
 pub use sys::{mss, place_fd, raise_fd_limit, set_user_timeout_in, socket_of, tcp_info, TcpInfo};

@@ -10,6 +10,19 @@ pub fn threads_of(pid: u32) -> Option<usize> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The scheduling policy of each thread of a process (Linux: 0 the default, 3 batch, 5
+/// idle), from field 41 of each `/proc/PID/task/TID/stat`.
+pub fn policies_of(pid: u32) -> Option<Vec<u32>> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+        // The name (field 2) is in parentheses and may hold spaces: count after it.
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        policies.push(after_name.split_whitespace().nth(41 - 3)?.parse().ok()?);
+    }
+    Some(policies)
+}
+
 /// Number of open file descriptors of a process (Linux).
 pub fn fds_of(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
