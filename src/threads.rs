@@ -8,13 +8,16 @@
 //! of waiting work, and idle spares end on their own.
 //!
 //! Each spare waits parked on its own (no shared condition variable): handing it work is one
-//! `unpark`, one wake-up of exactly that thread. Nothing here joins a thread: work that has a
-//! result hands it on itself, so no thread waits for another to finish.
+//! `unpark`, one wake-up of exactly that thread. Only work for which no thread could be
+//! started waits, on a condition variable, for the next spare ([`SPARE_GRACE`]). Nothing here
+//! joins a thread: work that has a result hands it on itself, so no thread waits for another
+//! to finish.
 
 use std::cell::Cell;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
@@ -41,11 +44,24 @@ pub const SPARE_WAIT: Duration = Duration::from_secs(2);
 /// a larger burst.
 pub const MAX_SPARES: usize = 256;
 
+/// How long work waits for a spare when no new thread can be started (a thread limit, or
+/// memory). A connection that ends gives its place back a moment before its last thread
+/// waits as a spare, so at a `--max-conns` that `ulimit -u` set, the next client could find
+/// a place but neither a spare nor room for a new thread; the spare comes within
+/// microseconds.
+pub const SPARE_GRACE: Duration = Duration::from_millis(100);
+
 type Work = Box<dyn FnOnce() + Send>;
 
 /// The spares waiting now, the one that waited least long last (its stack is the warmest,
 /// and the ones at the bottom of an oversized list run out their wait and end).
 static SPARES: Mutex<Vec<Arc<Spare>>> = Mutex::new(Vec::new());
+
+/// Work waiting for a spare because no thread could be started ([`SPARE_GRACE`]), and how it
+/// hears of a new one: a thread that starts waiting as a spare signals only while some wait,
+/// so the common path pays one atomic load.
+static WANTED: AtomicUsize = AtomicUsize::new(0);
+static SPARE_FREED: Condvar = Condvar::new();
 
 /// One thread's place as a spare: the work handed to it, and the thread to wake.
 struct Spare {
@@ -75,6 +91,10 @@ impl Spare {
                 return None;
             }
             waiting.push(Arc::clone(self));
+            // Read under the lock: a waiter counted itself before it took the lock.
+            if WANTED.load(Ordering::SeqCst) > 0 {
+                SPARE_FREED.notify_all();
+            }
         }
         let deadline = Deadline::after(SPARE_WAIT);
         loop {
@@ -109,7 +129,11 @@ impl Spare {
 
 /// Hands `work` to the spare that waited least long, or gives it back when none waits.
 fn hand_over(work: Work) -> Result<(), Work> {
-    let mut waiting = lock(&SPARES);
+    give(lock(&SPARES), work)
+}
+
+/// [`hand_over`] with the list of spares locked.
+fn give(mut waiting: MutexGuard<'_, Vec<Arc<Spare>>>, work: Work) -> Result<(), Work> {
     let Some(spare) = waiting.pop() else {
         return Err(work);
     };
@@ -119,10 +143,35 @@ fn hand_over(work: Work) -> Result<(), Work> {
     Ok(())
 }
 
+/// Hands `work` to the first spare that comes within [`SPARE_GRACE`], or gives it back.
+fn hand_over_within_grace(mut work: Work) -> Result<(), Work> {
+    WANTED.fetch_add(1, Ordering::SeqCst);
+    let deadline = Deadline::after(SPARE_GRACE);
+    let mut waiting = lock(&SPARES);
+    let given = loop {
+        match give(waiting, work) {
+            Ok(()) => break Ok(()),
+            Err(back) => work = back,
+        }
+        let Some(left) = deadline.left() else {
+            break Err(work);
+        };
+        waiting = lock(&SPARES);
+        if waiting.is_empty() {
+            waiting = SPARE_FREED
+                .wait_timeout(waiting, left)
+                .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
+        }
+    };
+    WANTED.fetch_sub(1, Ordering::SeqCst);
+    given
+}
+
 /// Runs `work` on a thread of its own: a spare thread if one is waiting, else a new one with
-/// [`STACK_SIZE`]. Nobody waits for its end: work that has a result to give hands it on
-/// itself (the relay's last copier logs the connection). A failure to start a thread (out of
-/// memory, thread limits) is an error for the caller to handle, never a panic.
+/// [`STACK_SIZE`], else the first spare within [`SPARE_GRACE`]. Nobody waits for its end:
+/// work that has a result to give hands it on itself (the relay's last copier logs the
+/// connection). A failure to start a thread (out of memory, thread limits) with no spare in
+/// time is an error for the caller to handle, never a panic.
 pub fn start<F>(work: F) -> io::Result<()>
 where
     F: FnOnce() + Send + 'static,
@@ -141,12 +190,29 @@ pub fn retire() {
 }
 
 fn run_on_a_thread(work: Work) -> io::Result<()> {
-    if let Err(work) = hand_over(work) {
-        thread::Builder::new()
-            .stack_size(STACK_SIZE)
-            .spawn(move || run(work))?;
+    let Err(work) = hand_over(work) else {
+        return Ok(());
+    };
+    // Held outside the closure, so that it is still here if the thread cannot start.
+    let held = Arc::new(Mutex::new(Some(work)));
+    let theirs = Arc::clone(&held);
+    let started = thread::Builder::new()
+        .stack_size(STACK_SIZE)
+        .spawn(move || {
+            let work = lock(&theirs).take();
+            drop(theirs);
+            if let Some(work) = work {
+                run(work);
+            }
+        });
+    let Err(e) = started else {
+        return Ok(());
+    };
+    let work = lock(&held).take();
+    match work {
+        Some(work) => hand_over_within_grace(work).map_err(|_| e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A thread's life: its first work, then whatever is handed to it while it waits as a spare.
