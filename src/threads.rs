@@ -47,8 +47,8 @@ pub const MAX_SPARES: usize = 256;
 /// How long work waits for a spare when no new thread can be started (a thread limit, or
 /// memory). A connection that ends gives its place back a moment before its last thread
 /// waits as a spare, so at a `--max-conns` that `ulimit -u` set, the next client could find
-/// a place but neither a spare nor room for a new thread; the spare comes within
-/// microseconds.
+/// a place but neither a spare nor room for a new thread; the spare comes a moment later
+/// (the ending thread writes its log line and closes its sockets first).
 pub const SPARE_GRACE: Duration = Duration::from_millis(100);
 
 type Work = Box<dyn FnOnce() + Send>;

@@ -14,8 +14,14 @@ pub fn threads_of(pid: u32) -> Option<usize> {
 /// idle), from field 41 of each `/proc/PID/task/TID/stat`.
 pub fn policies_of(pid: u32) -> Option<Vec<u32>> {
     let mut policies = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread that ended since the listing has no stat left to read: not counted.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
         // The name (field 2) is in parentheses and may hold spaces: count after it.
         let after_name = &stat[stat.rfind(')')? + 1..];
         policies.push(after_name.split_whitespace().nth(41 - 3)?.parse().ok()?);
