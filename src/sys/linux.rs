@@ -333,10 +333,10 @@ pub fn trim_heap() {
     unsafe { malloc_trim(0) };
 }
 
-/// Puts the calling thread under `SCHED_BATCH` if it is under the default policy; returns
-/// whether it did. Any other policy was chosen by whoever started tcpfwd and is kept. Through
-/// pthreads because musl's `sched_setscheduler` is a stub that always fails.
-pub fn batch_scheduling() -> io::Result<bool> {
+/// Puts the calling thread under `SCHED_BATCH` if it is under the default policy. Any other
+/// policy was chosen by whoever started tcpfwd and is kept. Through pthreads because musl's
+/// `sched_setscheduler` is a stub that always fails.
+pub fn batch_scheduling() -> io::Result<()> {
     let mut param = SchedParam {
         priority: 0,
         reserved: [0; 15],
@@ -346,18 +346,18 @@ pub fn batch_scheduling() -> io::Result<bool> {
     // large enough `SchedParam` (and `policy`); they return an error number, not -1.
     unsafe {
         let me = pthread_self();
-        errno_check(pthread_getschedparam(me, &mut policy, &mut param))?;
+        check_pthread(pthread_getschedparam(me, &mut policy, &mut param))?;
         if policy != SCHED_OTHER {
-            return Ok(false);
+            return Ok(());
         }
         param.priority = 0;
-        errno_check(pthread_setschedparam(me, SCHED_BATCH, &param))?;
+        check_pthread(pthread_setschedparam(me, SCHED_BATCH, &param))
     }
-    Ok(true)
 }
 
-/// A pthread call's result: `0`, or the error number itself.
-fn errno_check(rc: c_int) -> io::Result<()> {
+/// A pthread call's result: `0`, or the error number itself (pthreads leave errno alone,
+/// unlike the calls [`check`] is for).
+fn check_pthread(rc: c_int) -> io::Result<()> {
     match rc {
         0 => Ok(()),
         code => Err(io::Error::from_raw_os_error(code)),
