@@ -3,18 +3,12 @@
 
 mod support;
 
+#[cfg(target_os = "linux")]
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use support::*;
-
-fn echo_once(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
-    stream.write_all(message).unwrap();
-    let mut back = vec![0; message.len()];
-    stream.read_exact(&mut back).unwrap();
-    back
-}
 
 #[test]
 fn over_the_open_file_limit_it_waits_at_a_cap_and_recovers() {

@@ -61,10 +61,7 @@ fn policies_while_serving(fwd: &Tcpfwd) -> Vec<u32> {
     let held: Vec<_> = (0..3)
         .map(|_| {
             let mut client = connect(fwd.addr());
-            client.write_all(b"ping").unwrap();
-            let mut echoed = [0; 4];
-            client.read_exact(&mut echoed).unwrap();
-            assert_eq!(&echoed, b"ping");
+            assert_eq!(echo_once(&mut client, b"ping"), b"ping");
             client
         })
         .collect();

@@ -1,5 +1,5 @@
-//! Assertions several test files share: an echo both ways at once, a client the filter denied,
-//! a client closed without data.
+//! Assertions several test files share: one round trip, an echo both ways at once, a client the
+//! filter denied, a client closed without data.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -36,6 +36,15 @@ impl Duplex for UnixStream {
     fn end_output(&self) {
         self.shutdown(Shutdown::Write).unwrap();
     }
+}
+
+/// Sends `message` on `stream` and reads as many bytes back (one round trip through an echo
+/// path; the connection stays open).
+pub fn echo_once(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    stream.write_all(message).unwrap();
+    let mut back = vec![0; message.len()];
+    stream.read_exact(&mut back).unwrap();
+    back
 }
 
 /// Sends `data` through an echo path while reading the echo at the same time (a forwarder

@@ -31,7 +31,8 @@ mod wait;
 pub use backend::{greeting_holder, hold, served_by, served_from, Backend, Held};
 #[allow(unused_imports)]
 pub use checks::{
-    assert_closed_without_data, assert_denied, echo_both_ways_at_once, echo_through, Duplex,
+    assert_closed_without_data, assert_denied, echo_both_ways_at_once, echo_once, echo_through,
+    Duplex,
 };
 #[allow(unused_imports)]
 pub use emulation::{
